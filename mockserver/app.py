@@ -1,0 +1,292 @@
+"""The Flask app factory: the API under ``/api`` (routes from the spec) and the control API.
+
+    app = create_app({"STRICT_RESPONSES": True})
+    client = app.test_client()
+    client.post("/api/login", json={"username": "alice", "password": "password"})
+
+Per-app state lives in ``app.extensions["cumulonimbus"]`` (a :class:`MockState`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, request
+
+from . import exceptions as err
+from .clock import Clock
+from .models import Backend, SeedUser
+from .policies import Call, run
+from .seed import demo_users
+from .spec import Spec, load_spec
+from .validation import SpecValidator
+from .views import VIEWS
+
+log = logging.getLogger("cumulonimbus-mock")
+
+CACHE_CONTROL = "no-cache, no-store, must-revalidate"
+RATELIMIT_HEADERS = (
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "RateLimit-Skipped",
+    "RateLimit-Reason",
+)
+CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": (
+        "Authorization, Content-Type, X-Session-Name, X-Requested-With, Accept, "
+        "Cache-Control, X-Mock-Token"
+    ),
+    "Access-Control-Expose-Headers": ", ".join(RATELIMIT_HEADERS),
+    "Access-Control-Max-Age": "600",
+}
+DEFAULTS: dict[str, Any] = {
+    "SPEC_PATH": None,
+    "SEED_USERS": None,  # list[SeedUser]; None means the demo users
+    "STRICT_RESPONSES": False,
+    "CONTROL": True,
+    "CONTROL_TOKEN": None,
+    "JOURNAL_SIZE": 500,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "ISSUER": "localhost",
+    "CLOCK": None,
+}
+
+
+@dataclass
+class MockState:
+    spec: Spec
+    backend: Backend
+    validator: SpecValidator
+    strict: bool
+    journal: deque[dict[str, Any]]
+    journal_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self.journal_lock:
+            self.journal.append(entry)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    app.config.update(config or {})
+    spec = load_spec(app.config["SPEC_PATH"])
+    clock = app.config["CLOCK"] or Clock()
+    seed = app.config["SEED_USERS"]
+    backend = Backend(
+        spec, clock, demo_users() if seed is None else seed, issuer=app.config["ISSUER"]
+    )
+    state = MockState(
+        spec=spec,
+        backend=backend,
+        validator=SpecValidator(spec.document),
+        strict=bool(app.config["STRICT_RESPONSES"]),
+        journal=deque(maxlen=int(app.config["JOURNAL_SIZE"])),
+    )
+    app.extensions["cumulonimbus"] = state
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+    app.add_url_rule("/api", "api", _dispatch, methods=methods, strict_slashes=False)
+    app.add_url_rule("/api/<path:rest>", "api", _dispatch, methods=methods)
+
+    if app.config["CONTROL"]:
+        from .control import blueprint
+
+        app.register_blueprint(blueprint)
+
+    @app.errorhandler(err.APIError)
+    def _api_error(error: err.APIError) -> Response:
+        return json_response(error.status, error.to_dict(), error.headers)
+
+    @app.errorhandler(404)
+    def _not_found(_: Exception) -> Response:
+        return json_response(404, err.InvalidEndpoint().to_dict())
+
+    @app.errorhandler(405)
+    def _not_allowed(_: Exception) -> Response:
+        return json_response(404, err.InvalidEndpoint().to_dict())
+
+    @app.errorhandler(413)
+    def _too_large(_: Exception) -> Response:
+        return json_response(413, err.PayloadTooLarge().to_dict())
+
+    @app.errorhandler(Exception)
+    def _crash(error: Exception) -> Response:
+        log.exception("unhandled error: %s", error)
+        return json_response(500, err.InternalServerError().to_dict())
+
+    @app.after_request
+    def _common_headers(response: Response) -> Response:
+        response.headers["Cache-Control"] = CACHE_CONTROL
+        origin = request.headers.get("Origin")
+        response.headers["Access-Control-Allow-Origin"] = origin or "*"
+        if origin:
+            response.headers["Vary"] = "Origin"
+        for name, value in CORS_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    return app
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    response = Response(data, status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def mock_state() -> MockState:
+    from flask import current_app
+
+    state: MockState = current_app.extensions["cumulonimbus"]
+    return state
+
+
+def client_ip() -> str:
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    first = forwarded.split(",")[0].strip()
+    return first or request.remote_addr or "unknown"
+
+
+def _read_body() -> dict[str, Any]:
+    """The JSON body as an object; anything else counts as an empty body (fields missing)."""
+    raw = request.get_data(cache=True)
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return _trim(body) if isinstance(body, dict) else {}
+
+
+def _trim(value: Any) -> Any:
+    # The real service trims leading and trailing white space of string fields.
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, dict):
+        return {k: _trim(v) if isinstance(v, str | dict) else v for k, v in value.items()}
+    return value
+
+
+def _dispatch(rest: str = "") -> Response:
+    state = mock_state()
+    started = time.perf_counter()
+    if request.method == "OPTIONS":
+        return Response(status=204)  # CORS preflight; CORS headers come from after_request
+    path = "/api/" + rest
+    matched = state.spec.match(request.method, path)
+    if matched is None and rest.strip("/") == "":
+        matched = (state.spec.operations["getHello"], {})  # the root answers any method
+    if matched is None:
+        response = json_response(
+            404, err.InvalidEndpoint().to_dict(), {"RateLimit-Skipped": "true"}
+        )
+        _journal(state, None, response, started)
+        return response
+
+    op, args = matched
+    backend = state.backend
+    call = Call(
+        op=op,
+        path="/api/" + rest if rest else "/api/",
+        args=args,
+        query=request.args,
+        headers=request.headers,
+        body=_read_body() if op.has_body else {},
+        ip=client_ip(),
+        identity=backend.authenticate(request.headers.get("Authorization", "").strip() or None),
+    )
+    try:
+        run(call, backend, state.validator)
+        status, body = VIEWS[op.operation_id](call, backend)
+        response = json_response(status, body)
+    except err.APIError as error:
+        response = json_response(error.status, error.to_dict(), error.headers)
+    except Exception as error:  # never a bare crash: a JSON 500, and the cause in the log
+        log.exception("unhandled error in %s: %s", op.operation_id, error)
+        response = json_response(500, err.InternalServerError().to_dict())
+
+    for ticket in call.tickets:
+        response.headers.update(backend.limiter.settle(ticket, response.status_code))
+    if "RateLimit-Limit" in response.headers and response.status_code != 429:
+        response.headers.pop("RateLimit-Skipped", None)
+
+    if state.strict:
+        response = _strict(state, call, response)
+    _journal(state, op.operation_id, response, started)
+    return response
+
+
+def _strict(state: MockState, call: Call, response: Response) -> Response:
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    problem = state.validator.check_response(
+        call.op,
+        call.path,
+        call.query,
+        call.headers,
+        call.body if call.op.has_body else None,
+        response.status_code,
+        response.get_data(),
+        response.headers,
+    )
+    if problem is None:
+        return response
+    log.error(
+        "STRICT: %s %s -> %s breaks the spec: %s",
+        call.op.method,
+        call.path,
+        response.status_code,
+        problem,
+    )
+    failed = json_response(500, err.InternalServerError().to_dict())
+    failed.headers["X-Mock-Strict-Violation"] = problem[:500].encode("ascii", "replace").decode()
+    return failed
+
+
+def _journal(
+    state: MockState, operation_id: str | None, response: Response, started: float
+) -> None:
+    body: Any
+    try:
+        body = json.loads(response.get_data() or b"null")
+    except ValueError:
+        body = None
+    raw = request.get_data(cache=True)
+    request_body: Any = None
+    if raw:
+        try:
+            request_body = json.loads(raw) if len(raw) <= 4096 else "<large body>"
+        except ValueError:
+            request_body = raw[:200].decode("utf-8", "replace")
+    state.record(
+        {
+            "time": state.backend.clock.now(),
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string.decode("latin-1"),
+            "ip": client_ip(),
+            "operationId": operation_id,
+            "status": response.status_code,
+            "durationMs": round((time.perf_counter() - started) * 1000, 3),
+            "requestHeaders": {k: v for k, v in request.headers.items() if k != "Authorization"},
+            "requestBody": request_body,
+            "responseHeaders": dict(response.headers.items()),
+            "responseBody": body,
+        }
+    )
+
+
+__all__ = ["MockState", "SeedUser", "create_app", "json_response", "mock_state"]

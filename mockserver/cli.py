@@ -1,0 +1,135 @@
+"""The ``cumulonimbus-mock`` command: serve the mock, or print a demo user's TOTP code.
+
+cumulonimbus-mock --host 127.0.0.1 --port 8000 [--seed users.yaml] [--strict]
+cumulonimbus-mock totp bob
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from .models import SeedUser
+from .secondfactor import totp_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["totp"]:
+        return _totp(argv[1:])
+    return _serve(argv)
+
+
+def _serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cumulonimbus-mock",
+        description=(
+            "A stateful mock of the Cumulonimbus session API (under /api) "
+            "with a control API (under /_mock)."
+        ),
+        epilog="Also: 'cumulonimbus-mock totp USERNAME' prints a seed user's current TOTP code.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)"
+    )
+    parser.add_argument(
+        "--seed", metavar="FILE", help="load users from this YAML file instead of the demo users"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="validate every response against the spec"
+    )
+    parser.add_argument(
+        "--control-token", metavar="T", help="require header X-Mock-Token: T on the control API"
+    )
+    parser.add_argument("--no-control", action="store_true", help="serve no control API")
+    parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    args = parser.parse_args(argv)
+
+    from werkzeug.serving import make_server
+
+    from .app import create_app
+    from .seed import SeedError, load_seed
+
+    seed: list[SeedUser] | None = None
+    if args.seed:
+        try:
+            seed = load_seed(args.seed)
+        except SeedError as error:
+            print(f"cumulonimbus-mock: {error}", file=sys.stderr)
+            return 2
+    app = create_app(
+        {
+            "SEED_USERS": seed,
+            "STRICT_RESPONSES": args.strict,
+            "CONTROL": not args.no_control,
+            "CONTROL_TOKEN": args.control_token,
+            "ISSUER": args.host,
+        }
+    )
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as error:
+        print(
+            f"cumulonimbus-mock: cannot listen on {args.host}:{args.port}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    base = f"http://{args.host}:{server.port}"
+    users = app.extensions["cumulonimbus"].backend.users.values()
+    print(f"cumulonimbus-mock listening on {base} (bound to {args.host} only)", flush=True)
+    print(f"  API:     {base}/api", flush=True)
+    if not args.no_control:
+        print(
+            f"  control: {base}/_mock" + (" (needs X-Mock-Token)" if args.control_token else ""),
+            flush=True,
+        )
+    print("  users:   " + ", ".join(u.username for u in users), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _totp(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cumulonimbus-mock totp", description="Print a user's current TOTP code."
+    )
+    parser.add_argument("username")
+    parser.add_argument("--seed", metavar="FILE", help="the seed file the mock was started with")
+    parser.add_argument(
+        "--at",
+        type=float,
+        help="epoch seconds (default: now; use the mock's clock if you moved it)",
+    )
+    args = parser.parse_args(argv)
+    from .seed import SeedError, demo_users, load_seed
+
+    try:
+        users = load_seed(args.seed) if args.seed else demo_users()
+    except SeedError as error:
+        print(f"cumulonimbus-mock: {error}", file=sys.stderr)
+        return 2
+    user = next((u for u in users if u.username.casefold() == args.username.casefold()), None)
+    if user is None:
+        print(f"cumulonimbus-mock: no seed user {args.username!r}", file=sys.stderr)
+        return 2
+    if not user.totp_secret:
+        print(f"cumulonimbus-mock: {user.username} has no TOTP second factor", file=sys.stderr)
+        return 2
+    print(totp_code(user.totp_secret, args.at if args.at is not None else time.time()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

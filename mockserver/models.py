@@ -1,0 +1,415 @@
+"""The mock's state and rules: users, sessions, kill switches, tokens, second factors.
+
+One :class:`Backend` holds everything; :meth:`Backend.reset` re-runs the same set-up as
+``__init__``, so a reset can never drift from a fresh start. Nothing here knows about
+HTTP; the views call these methods and render what they return or raise::
+
+    backend = Backend(spec, clock, seed_users=[SeedUser("alice", "password")])
+    token, session = backend.login("alice", "password", remember=False, name="curl")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import exceptions as err
+from .clock import Clock
+from .ratelimit import RateLimiter
+from .secondfactor import decode_secret, hash_backup_code, new_backup_codes, verify_totp
+from .spec import Spec
+from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
+
+# Demo users get fixed ids so that the README and scripts can name them.
+SEED_ID_BASE = 1647015028626
+
+
+@dataclass(frozen=True)
+class SeedUser:
+    username: str
+    password: str
+    staff: bool = False
+    banned: bool = False
+    totp_secret: str | None = None
+    backup_codes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SeedUser:
+        """From the seed file / control API form; raises ValueError with a clear message."""
+        if not isinstance(data, dict):
+            raise ValueError("a user must be an object")
+        unknown = set(data) - {
+            "username",
+            "password",
+            "staff",
+            "banned",
+            "totpSecret",
+            "backupCodes",
+        }
+        if unknown:
+            raise ValueError(f"unknown user fields: {', '.join(sorted(unknown))}")
+        username, password = data.get("username"), data.get("password")
+        if not isinstance(username, str) or not username.strip():
+            raise ValueError("username must be a non-empty string")
+        if not isinstance(password, str) or not password:
+            raise ValueError("password must be a non-empty string")
+        if len(username.strip()) > 64:
+            raise ValueError("username must be at most 64 characters")
+        for flag in ("staff", "banned"):
+            if not isinstance(data.get(flag, False), bool):
+                raise ValueError(f"{flag} must be true or false")
+        secret = data.get("totpSecret")
+        if secret is not None:
+            if not isinstance(secret, str):
+                raise ValueError("totpSecret must be a base32 string or null")
+            decode_secret(secret)
+        codes = data.get("backupCodes") or []
+        if not isinstance(codes, list) or not all(
+            isinstance(c, str) and len(c) == 20 and all(ch in "0123456789abcdef" for ch in c)
+            for c in codes
+        ):
+            raise ValueError("backupCodes must be a list of 20-character lowercase hex strings")
+        return cls(
+            username=username.strip(),
+            password=password,
+            staff=bool(data.get("staff", False)),
+            banned=bool(data.get("banned", False)),
+            totp_secret=secret,
+            backup_codes=tuple(codes),
+        )
+
+
+@dataclass
+class User:
+    id: str
+    username: str
+    password_hash: str
+    salt: str
+    staff: bool
+    banned: bool
+    totp_secret: str | None
+    backup_codes: set[str]  # SHA-512 hex digests
+    sessions: dict[str, Session] = field(default_factory=dict)
+
+    @property
+    def has_second_factor(self) -> bool:
+        return self.totp_secret is not None
+
+    @property
+    def second_factor_types(self) -> list[str]:
+        return ["totp", "backup"] if self.has_second_factor else []
+
+    def check_password(self, password: str) -> bool:
+        return hmac.compare_digest(self.password_hash, _hash_password(password, self.salt))
+
+    def to_control(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "staff": self.staff,
+            "banned": self.banned,
+            "secondFactors": self.second_factor_types,
+            "sessions": [
+                {"id": s.id, "name": s.name, "exp": s.exp, "permissionFlags": s.permission_flags}
+                for s in sorted(self.sessions.values(), key=lambda s: -int(s.id))
+                if s.exp > now
+            ],
+        }
+
+
+@dataclass
+class Session:
+    id: str
+    user_id: str
+    name: str
+    exp: int
+    permission_flags: int | None
+    created_at: float
+    updated_at: float
+    used_at: float | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "exp": self.exp,
+            "name": self.name,
+            "permissionFlags": self.permission_flags,
+            "usedAt": iso(self.used_at) if self.used_at is not None else None,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: the user and the session their token belongs to."""
+
+    user: User
+    session: Session
+
+    @property
+    def scoped(self) -> bool:
+        return self.session.permission_flags is not None
+
+
+def iso(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _hash_password(password: str, salt: str) -> str:
+    return hashlib.sha256((salt + password).encode()).hexdigest()
+
+
+class Backend:
+    def __init__(
+        self,
+        spec: Spec,
+        clock: Clock,
+        seed_users: list[SeedUser],
+        signer: TokenSigner | None = None,
+        issuer: str = "localhost",
+    ) -> None:
+        self.spec = spec
+        self.clock = clock
+        self.seed_users = list(seed_users)
+        # The signing key outlives resets, so a restarted mock can keep its tokens valid.
+        self.signer = signer or TokenSigner.generate(issuer)
+        self.lock = threading.RLock()
+        self.users: dict[str, User] = {}
+        self.kill_switches: dict[int, bool] = {i: False for i in spec.kill_switch_ids.values()}
+        self.limiter = RateLimiter(clock, spec.burst_limit, spec.burst_window)
+        self._last_user_ms = 0
+        for index, seed in enumerate(self.seed_users):
+            self._add_user(seed, user_id=str(SEED_ID_BASE + index))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.clock.reset()
+            self.__init__(self.spec, self.clock, self.seed_users, self.signer)  # type: ignore[misc]
+
+    # Users -------------------------------------------------------------------------
+
+    def add_user(self, seed: SeedUser) -> tuple[User, list[str]]:
+        """Add a user; with a TOTP secret and no backup codes, ten are generated and returned."""
+        with self.lock:
+            generated: list[str] = []
+            if seed.totp_secret and not seed.backup_codes:
+                generated = new_backup_codes()
+                seed = SeedUser(**{**seed.__dict__, "backup_codes": tuple(generated)})
+            return self._add_user(seed), generated
+
+    def _add_user(self, seed: SeedUser, user_id: str | None = None) -> User:
+        if self.find_user(seed.username) is not None:
+            raise err.UserExists()
+        if user_id is None:
+            # User ids are the creation time in ms; keep them distinct.
+            ms = max(int(self.clock.now() * 1000), self._last_user_ms + 1)
+            self._last_user_ms = ms
+            user_id = str(ms).zfill(13)[-13:]
+        salt = secrets.token_hex(8)
+        user = User(
+            id=user_id,
+            username=seed.username,
+            password_hash=_hash_password(seed.password, salt),
+            salt=salt,
+            staff=seed.staff,
+            banned=seed.banned,
+            totp_secret=seed.totp_secret,
+            backup_codes={hash_backup_code(c) for c in seed.backup_codes},
+        )
+        self.users[user.id] = user
+        return user
+
+    def find_user(self, username: str) -> User | None:
+        wanted = username.strip().casefold()
+        return next((u for u in self.users.values() if u.username.casefold() == wanted), None)
+
+    def delete_user(self, username: str) -> None:
+        with self.lock:
+            user = self.find_user(username)
+            if user is None:
+                raise err.UserNotFound()
+            del self.users[user.id]
+
+    # Tokens and sessions -----------------------------------------------------------
+
+    def authenticate(self, token: str | None) -> Identity | None:
+        """The caller behind a token, or None: any bad token makes a request anonymous."""
+        if not token:
+            return None
+        claims = self.signer.verify(token)
+        if claims is None or "purpose" in claims:
+            return None
+        now = self.clock.now()
+        with self.lock:
+            user = self.users.get(claims["sub"])
+            if user is None:
+                return None
+            session = user.sessions.get(str(claims["iat"]))
+            if session is None or session.exp != claims["exp"] or session.exp <= now:
+                return None
+            session.used_at = now
+            return Identity(user, session)
+
+    def create_session(
+        self, user: User, name: str, long_lived: bool, permission_flags: int | None
+    ) -> tuple[str, Session]:
+        with self.lock:
+            self._prune_sessions(user)
+            now = self.clock.now()
+            # The session id is the token's iat; two sessions of one second still differ.
+            iat = int(now)
+            while str(iat) in user.sessions:
+                iat += 1
+            lifetime = self.spec.lifetimes["long" if long_lived else "default"]
+            session = Session(
+                id=str(iat),
+                user_id=user.id,
+                name=name,
+                exp=iat + lifetime,
+                permission_flags=permission_flags,
+                created_at=now,
+                updated_at=now,
+            )
+            user.sessions[session.id] = session
+            token = self.signer.sign({"sub": user.id, "iat": iat, "exp": session.exp})
+            return token, session
+
+    def sessions_of(self, user: User) -> list[Session]:
+        """Live sessions, newest first."""
+        with self.lock:
+            self._prune_sessions(user)
+            return sorted(user.sessions.values(), key=lambda s: -int(s.id))
+
+    def get_session(self, user: User, session_id: str) -> Session:
+        with self.lock:
+            self._prune_sessions(user)
+            session = user.sessions.get(session_id)
+            if session is None:
+                raise err.SessionNotFound()
+            return session
+
+    def delete_session(self, user: User, session_id: str) -> None:
+        with self.lock:
+            self.get_session(user, session_id)
+            del user.sessions[session_id]
+
+    def delete_sessions(self, user: User, session_ids: list[str]) -> int:
+        with self.lock:
+            self._prune_sessions(user)
+            doomed = set(session_ids) & set(user.sessions)
+            for session_id in doomed:
+                del user.sessions[session_id]
+            return len(doomed)
+
+    def delete_all_sessions(self, user: User, keep: str | None = None) -> int:
+        with self.lock:
+            return self.delete_sessions(user, [s for s in user.sessions if s != keep])
+
+    def _prune_sessions(self, user: User) -> None:
+        now = self.clock.now()
+        for session_id in [sid for sid, s in user.sessions.items() if s.exp <= now]:
+            del user.sessions[session_id]
+
+    def prune(self) -> None:
+        with self.lock:
+            for user in self.users.values():
+                self._prune_sessions(user)
+        self.limiter.prune()
+
+    # Second factors ----------------------------------------------------------------
+
+    def challenge(self, user: User) -> err.SecondFactorChallengeRequired:
+        now = int(self.clock.now())
+        exp = now + self.spec.lifetimes["secondFactorChallenge"]
+        token = self.signer.sign(
+            {"sub": user.id, "iat": now, "exp": exp, "purpose": SECOND_FACTOR_PURPOSE}
+        )
+        return err.SecondFactorChallengeRequired(
+            token=token, exp=exp, types=user.second_factor_types
+        )
+
+    def answer_challenge(self, answer: dict[str, Any], expected_user: User | None = None) -> User:
+        """Check a ``2fa`` answer; the user it proves, or the API error it earns."""
+        missing = [f for f in ("token", "type", "code") if not isinstance(answer.get(f), str)]
+        if missing:
+            raise err.MissingFields(missing)
+        token, kind, code = answer["token"], answer["type"], answer["code"]
+        if token.count(".") != 2:
+            raise err.MalformedSecondFactorResponse()
+        claims = self.signer.verify(token)
+        now = self.clock.now()
+        if claims is None or claims.get("purpose") != SECOND_FACTOR_PURPOSE or claims["exp"] <= now:
+            raise err.InvalidSecondFactorResponse()
+        with self.lock:
+            user = self.users.get(claims["sub"])
+            if user is None or (expected_user is not None and user.id != expected_user.id):
+                raise err.InvalidSecondFactorResponse()
+            if kind not in user.second_factor_types:
+                raise err.InvalidSecondFactorMethod()
+            if kind == "totp":
+                assert user.totp_secret is not None
+                if not verify_totp(user.totp_secret, code.strip(), now):
+                    raise err.InvalidSecondFactorResponse()
+            else:
+                digest = hash_backup_code(code)
+                if digest not in user.backup_codes:
+                    raise err.InvalidSecondFactorResponse()
+                user.backup_codes.discard(digest)  # each backup code works once
+            return user
+
+    def reverify(self, user: User, body: dict[str, Any]) -> None:
+        """Identity reverification: a password, then a second factor if the user has one."""
+        answer = body.get("2fa")
+        if isinstance(answer, dict) and user.has_second_factor:
+            self.answer_challenge(answer, expected_user=user)
+            return
+        password = body.get("password")
+        if not isinstance(password, str):
+            raise err.MissingFields(["password"])
+        if not user.check_password(password):
+            raise err.InvalidPassword()
+        if user.has_second_factor:
+            raise self.challenge(user)
+
+    def login(self, username: str, password: str) -> User:
+        """The user these credentials name; a challenge if they have a second factor."""
+        with self.lock:
+            user = self.find_user(username)
+            # An unknown user and a wrong password look the same, so names can't be probed.
+            if user is None or not user.check_password(password):
+                raise err.InvalidUser()
+            if user.banned:
+                raise err.Banned()
+            if user.has_second_factor:
+                raise self.challenge(user)
+            return user
+
+    # Kill switches -----------------------------------------------------------------
+
+    def kill_switch_list(self) -> dict[str, Any]:
+        names = {v: k for k, v in self.spec.kill_switch_ids.items()}
+        items = [
+            {"id": i, "name": names[i], "state": state}
+            for i, state in sorted(self.kill_switches.items())
+        ]
+        return {"count": len(items), "items": items}
+
+    def set_kill_switch(self, switch: int, state: bool) -> dict[str, Any]:
+        with self.lock:
+            if switch not in self.kill_switches:
+                raise err.InvalidEndpoint()
+            self.kill_switches[switch] = state
+            return self.kill_switch_list()
+
+    def set_all_kill_switches(self, state: bool) -> dict[str, Any]:
+        with self.lock:
+            for switch in self.kill_switches:
+                self.kill_switches[switch] = state
+            return self.kill_switch_list()

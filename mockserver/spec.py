@@ -1,0 +1,186 @@
+"""The spec, read once: operations, their policies (the ``x-`` extensions) and routes.
+
+Everything the mock knows about paths and rules comes from here; there is no second,
+hand-written route table::
+
+    spec = load_spec()
+    op, params = spec.match("DELETE", "/users/me/sessions/all")
+    op.kill_switches  # (1,)  ACCOUNT_MODIFY
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import BaseConverter, Map, Rule
+
+POLICY_EXTENSIONS = (
+    "x-authentication",
+    "x-scope",
+    "x-staff-only",
+    "x-kill-switches",
+    "x-rate-limit",
+    "x-identity-reverification",
+)
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+BROWSER_SESSION_ONLY = "BROWSER_SESSION_ONLY"
+
+
+def spec_dir() -> Path:
+    """The folder with the YAML specs: in the package when installed, else the checkout's."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "openapi"
+    return packaged if packaged.is_dir() else here.parent / "openapi"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limiter's settings: ``limit`` counted requests per ``window`` seconds."""
+
+    limit: int
+    window: float
+    ignore_statuses: frozenset[int] = frozenset()
+    skip_second_factor_answers: bool = False
+
+    @classmethod
+    def from_spec(cls, data: dict[str, Any]) -> Limit:
+        return cls(
+            limit=int(data["limit"]),
+            window=float(data["window"]),
+            ignore_statuses=frozenset(data.get("ignoreStatuses", ())),
+            skip_second_factor_answers=bool(data.get("skipSecondFactorAnswers", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Operation:
+    operation_id: str
+    method: str
+    path: str  # the spec's template, e.g. /users/{uid}/sessions
+    authentication: str  # required | forbidden | none
+    scope: str | None
+    staff_only: bool
+    kill_switches: tuple[int, ...]
+    rate_limit: Limit | None
+    reverification: str  # none | password | credentials
+    has_body: bool
+    query_params: tuple[str, ...]
+    raw: dict[str, Any]
+
+
+class _PatternConverter(BaseConverter):
+    """A path segment constrained by the parameter's ``pattern`` in the spec."""
+
+    def __init__(self, url_map: Map, pattern: str) -> None:
+        super().__init__(url_map)
+        self.regex = pattern.removeprefix("^").removesuffix("$")
+
+
+class Spec:
+    def __init__(self, document: dict[str, Any], prefix: str = "/api") -> None:
+        self.document = document
+        components = document.get("components", {})
+        self.permission_flags: dict[str, int] = dict(components["x-permission-flags"])
+        self.kill_switch_ids: dict[str, int] = dict(components["x-kill-switches"])
+        limits = components["x-rate-limits"]
+        self.global_limit = Limit.from_spec(limits["global"])
+        self.burst_limit = int(limits["burst"]["limit"])
+        self.burst_window = float(limits["burst"]["window"])
+        self.lifetimes: dict[str, int] = dict(components["x-token-lifetimes"])
+        self.operations: dict[str, Operation] = {}
+        rules = []
+        for path, item in document["paths"].items():
+            shared = item.get("parameters", [])
+            for method in HTTP_METHODS:
+                if method not in item:
+                    continue
+                op = self._operation(path, method, item[method], shared)
+                self.operations[op.operation_id] = op
+                rules.append(
+                    Rule(
+                        prefix
+                        + self._werkzeug_path(path, shared + item[method].get("parameters", [])),
+                        methods=[method.upper()],
+                        endpoint=op.operation_id,
+                        strict_slashes=False,
+                    )
+                )
+        self._map = Map(rules, converters={"pattern": _PatternConverter})
+        self._adapter = self._map.bind("localhost")
+
+    def resolve(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Follow a local ``$ref``."""
+        while "$ref" in obj:
+            node: Any = self.document
+            for part in obj["$ref"].removeprefix("#/").split("/"):
+                node = node[part]
+            obj = node
+        return obj
+
+    def _operation(
+        self, path: str, method: str, data: dict[str, Any], shared: list[dict[str, Any]]
+    ) -> Operation:
+        missing = [ext for ext in POLICY_EXTENSIONS if ext not in data]
+        if missing:
+            raise ValueError(f"{method.upper()} {path} does not declare {', '.join(missing)}")
+        params = [self.resolve(p) for p in shared + data.get("parameters", [])]
+        limit = data["x-rate-limit"]
+        return Operation(
+            operation_id=data["operationId"],
+            method=method.upper(),
+            path=path,
+            authentication=data["x-authentication"],
+            scope=data["x-scope"],
+            staff_only=bool(data["x-staff-only"]),
+            kill_switches=tuple(self.kill_switch_ids[name] for name in data["x-kill-switches"]),
+            rate_limit=Limit.from_spec(limit) if limit else None,
+            reverification=data["x-identity-reverification"],
+            has_body="requestBody" in data,
+            query_params=tuple(p["name"] for p in params if p["in"] == "query"),
+            raw=data,
+        )
+
+    def _werkzeug_path(self, path: str, params: list[dict[str, Any]]) -> str:
+        patterns = {}
+        for param in map(self.resolve, params):
+            if param["in"] == "path":
+                patterns[param["name"]] = param["schema"].get("pattern", "^[^/]+$")
+
+        def convert(match: re.Match[str]) -> str:
+            name = match.group(1)
+            return f"<pattern({patterns[name]!r}):{name}>"
+
+        return re.sub(r"\{([^}]+)\}", convert, path)
+
+    def match(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
+        """The operation for a request path (with the ``/api`` prefix), or None."""
+        try:
+            endpoint, args = self._adapter.match(path, method=method)
+        except (NotFound, MethodNotAllowed):
+            return None
+        except Exception:  # a redirect for a missing slash, or a path werkzeug refuses
+            return None
+        return self.operations[str(endpoint)], dict(args)
+
+    def allowed_methods(self, path: str) -> list[str]:
+        try:
+            return sorted(self._adapter.allowed_methods(path))
+        except Exception:
+            return []
+
+
+@functools.cache
+def load_document(path: str | None = None) -> dict[str, Any]:
+    with open(path or spec_dir() / "sessions.yaml", encoding="utf-8") as handle:
+        document: dict[str, Any] = yaml.safe_load(handle)
+        return document
+
+
+def load_spec(path: str | None = None) -> Spec:
+    return Spec(load_document(path))

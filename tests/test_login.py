@@ -1,0 +1,159 @@
+"""POST /login: credentials, lifetimes, names, refusals."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from mockserver.models import Backend
+
+from .conftest import START, Api, assert_error
+
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+
+
+def claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def header(token: str) -> dict:
+    part = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def test_login_answers_201_with_token_and_exp(api: Api) -> None:
+    response = api.call("POST", "/login", json={"username": "alice", "password": "password"})
+    assert response.status_code == 201
+    assert set(response.json) == {"token", "exp"}
+    assert claims(response.json["token"])["exp"] == response.json["exp"]
+
+
+def test_token_is_an_es256_jwt_with_the_contract_claims(api: Api, backend: Backend) -> None:
+    token = api.login()
+    assert header(token) == {"alg": "ES256", "typ": "JWT"}
+    body = claims(token)
+    assert set(body) == {"sub", "iat", "exp", "iss"}
+    assert body["sub"] == backend.find_user("alice").id  # type: ignore[union-attr]
+
+
+def test_session_lasts_24_hours_by_default(api: Api) -> None:
+    body = claims(api.login())
+    assert body["exp"] - body["iat"] == 86400
+
+
+def test_remember_me_lasts_10_years(api: Api) -> None:
+    body = claims(api.login(rememberMe=True))
+    assert body["exp"] - body["iat"] == 315576000
+
+
+def test_session_id_is_the_tokens_iat(api: Api) -> None:
+    token = api.login()
+    session = api.call("GET", "/users/me/sessions/me", token).json
+    assert session["id"] == str(claims(token)["iat"])
+    assert session["id"] == str(int(START + api.pace))
+
+
+def test_username_is_case_insensitive_and_trimmed(api: Api) -> None:
+    response = api.call("POST", "/login", json={"username": "  ALICE ", "password": "password"})
+    assert response.status_code == 201
+
+
+def test_unknown_user_is_404_invalid_user(api: Api) -> None:
+    response = api.call("POST", "/login", json={"username": "nobody", "password": "password"})
+    assert_error(response, 404, "INVALID_USER_ERROR", "Invalid User")
+
+
+def test_wrong_password_is_404_invalid_user_like_an_unknown_user(api: Api) -> None:
+    response = api.call("POST", "/login", json={"username": "alice", "password": "wrong"})
+    assert_error(response, 404, "INVALID_USER_ERROR", "Invalid User")
+
+
+def test_banned_user_is_403(api: Api) -> None:
+    response = api.call("POST", "/login", json={"username": "mallory", "password": "password"})
+    assert_error(response, 403, "BANNED_ERROR", "Banned")
+
+
+def test_login_while_logged_in_is_401_invalid_session(api: Api) -> None:
+    token = api.login()
+    response = api.call("POST", "/login", token, json={"username": "alice", "password": "password"})
+    assert_error(response, 401, "INVALID_SESSION_ERROR", "Invalid Session")
+
+
+def test_empty_body_is_400_missing_username_and_password(api: Api) -> None:
+    response = api.call("POST", "/login", json={})
+    assert_error(
+        response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["username", "password"]
+    )
+
+
+def test_no_body_at_all_is_400_missing_fields(api: Api) -> None:
+    response = api.call("POST", "/login")
+    assert_error(
+        response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["username", "password"]
+    )
+
+
+def test_invalid_json_counts_as_an_empty_body(api: Api) -> None:
+    response = api.call("POST", "/login", data="{not json", content_type="application/json")
+    assert_error(
+        response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["username", "password"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"username": 5, "password": "password"}, ["username"]),
+        ({"username": "alice", "password": None}, ["password"]),
+        ({"username": ["alice"], "password": 1}, ["username", "password"]),
+        ({"username": "alice", "password": "password", "rememberMe": "yes"}, ["rememberMe"]),
+    ],
+    ids=["username-number", "password-null", "both-wrong", "rememberMe-string"],
+)
+def test_a_field_of_the_wrong_type_counts_as_missing(
+    api: Api, body: dict, fields: list[str]
+) -> None:
+    response = api.call("POST", "/login", json=body)
+    assert_error(response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=fields)
+
+
+def test_session_name_comes_from_x_session_name(api: Api) -> None:
+    response = api.call(
+        "POST",
+        "/login",
+        json={"username": "alice", "password": "password"},
+        headers={"X-Session-Name": "My laptop", "User-Agent": FIREFOX},
+    )
+    token = response.json["token"]
+    assert api.call("GET", "/users/me/sessions/me", token).json["name"] == "My laptop"
+
+
+def test_session_name_is_derived_from_the_user_agent(api: Api) -> None:
+    response = api.call(
+        "POST",
+        "/login",
+        json={"username": "alice", "password": "password"},
+        headers={"User-Agent": FIREFOX},
+    )
+    token = response.json["token"]
+    assert api.call("GET", "/users/me/sessions/me", token).json["name"] == "Firefox v120 on Linux"
+
+
+def test_an_unknown_user_agent_is_the_name_as_is(api: Api) -> None:
+    response = api.call(
+        "POST",
+        "/login",
+        json={"username": "alice", "password": "password"},
+        headers={"User-Agent": "curl/8.5.0"},
+    )
+    token = response.json["token"]
+    assert api.call("GET", "/users/me/sessions/me", token).json["name"] == "curl/8.5.0"
+
+
+def test_two_logins_in_the_same_second_get_distinct_ids(api: Api) -> None:
+    api.pace = 0
+    first, second = claims(api.login())["iat"], claims(api.login())["iat"]
+    assert first != second
