@@ -1,0 +1,144 @@
+"""Second factors: the challenge at login, TOTP and backup answers, and every error."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from mockserver.clock import Clock
+from mockserver.secondfactor import hash_backup_code, totp_code, verify_totp
+from mockserver.seed import BOB_TOTP_SECRET
+
+from .conftest import Api, assert_error
+
+BACKUP = "0123456789abcdef0123"
+
+
+def challenge(api: Api, username: str = "bob") -> dict:
+    response = api.call("POST", "/login", json={"username": username, "password": "password"})
+    assert_error(
+        response, 401, "SECOND_FACTOR_CHALLENGE_REQUIRED_ERROR", "Second Factor Challenge Required"
+    )
+    return dict(response.json)
+
+
+def answer(api: Api, token: str, kind: str, code: str | None, **body: object):  # type: ignore[no-untyped-def]
+    fields = {"token": token, "type": kind}
+    if code is not None:
+        fields["code"] = code
+    return api.call("POST", "/login", json={"2fa": fields, **body})
+
+
+def test_rfc6238_reference_vector() -> None:
+    secret = base64.b32encode(b"12345678901234567890").decode()
+    assert totp_code(secret, 59) == "287082"
+    assert totp_code(secret, 1111111109) == "081804"
+
+
+def test_totp_accepts_two_steps_back_and_one_ahead() -> None:
+    now = 1_790_000_000
+    assert verify_totp(BOB_TOTP_SECRET, totp_code(BOB_TOTP_SECRET, now - 60), now)
+    assert verify_totp(BOB_TOTP_SECRET, totp_code(BOB_TOTP_SECRET, now + 30), now)
+    assert not verify_totp(BOB_TOTP_SECRET, totp_code(BOB_TOTP_SECRET, now - 90), now)
+    assert not verify_totp(BOB_TOTP_SECRET, totp_code(BOB_TOTP_SECRET, now + 60), now)
+
+
+def test_backup_codes_are_kept_as_sha512_digests(backend) -> None:  # type: ignore[no-untyped-def]
+    bob = backend.find_user("bob")
+    assert hash_backup_code(BACKUP) in bob.backup_codes
+    assert BACKUP not in bob.backup_codes
+
+
+def test_challenge_body_has_a_five_minute_token_and_the_types(api: Api, clock: Clock) -> None:
+    body = challenge(api)
+    assert body["types"] == ["totp", "backup"]
+    assert body["exp"] == int(clock.now()) + 300
+    assert "challenge" not in body
+    payload = body["token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["exp"] == body["exp"]
+
+
+def test_totp_answer_logs_in(api: Api, clock: Clock) -> None:
+    token = challenge(api)["token"]
+    response = answer(api, token, "totp", totp_code(BOB_TOTP_SECRET, clock.now()), rememberMe=True)
+    assert response.status_code == 201
+    assert response.json["exp"] - int(clock.now()) == 315576000
+
+
+def test_backup_code_works_exactly_once(api: Api) -> None:
+    assert answer(api, challenge(api)["token"], "backup", BACKUP).status_code == 201
+    again = answer(api, challenge(api)["token"], "backup", BACKUP)
+    assert_error(
+        again, 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR", "Invalid Second Factor Response"
+    )
+
+
+def test_wrong_code_is_401(api: Api) -> None:
+    response = answer(api, challenge(api)["token"], "totp", "000000")
+    assert_error(
+        response, 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR", "Invalid Second Factor Response"
+    )
+
+
+def test_expired_challenge_is_401(api: Api, clock: Clock) -> None:
+    token = challenge(api)["token"]
+    clock.advance(301)
+    response = answer(api, token, "totp", totp_code(BOB_TOTP_SECRET, clock.now()))
+    assert_error(
+        response, 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR", "Invalid Second Factor Response"
+    )
+
+
+def test_unparseable_challenge_token_is_400(api: Api) -> None:
+    response = answer(api, "not-a-token", "totp", "123456")
+    assert_error(
+        response, 400, "INVALID_SECOND_FACTOR_RESPONSE_ERROR", "Invalid Second Factor Response"
+    )
+
+
+def test_a_session_token_is_not_a_challenge_token(api: Api, clock: Clock) -> None:
+    session = api.login()
+    response = answer(api.fresh_ip(), session, "totp", totp_code(BOB_TOTP_SECRET, clock.now()))
+    assert_error(
+        response, 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR", "Invalid Second Factor Response"
+    )
+
+
+@pytest.mark.parametrize("kind", ["webauthn", "sms"])
+def test_a_method_the_user_lacks_is_400(api: Api, kind: str) -> None:
+    response = answer(api, challenge(api)["token"], kind, "123456")
+    assert_error(
+        response, 400, "INVALID_SECOND_FACTOR_METHOD_ERROR", "Invalid Second Factor Method"
+    )
+
+
+def test_no_code_is_400_missing_code(api: Api) -> None:
+    response = answer(api, challenge(api)["token"], "totp", None)
+    assert_error(response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["code"])
+
+
+def test_challenge_answers_do_not_count_against_the_login_limit(api: Api, clock: Clock) -> None:
+    api.pace = 2
+    for _ in range(4):
+        token = challenge(api)["token"]
+        response = answer(api, token, "totp", totp_code(BOB_TOTP_SECRET, clock.now()))
+        assert response.status_code == 201
+        assert response.headers.get("RateLimit-Limit") != "4"
+    assert (
+        api.call("POST", "/login", json={"username": "bob", "password": "password"}).status_code
+        == 429
+    )
+
+
+def test_scoped_session_creation_with_second_factor(api: Api, clock: Clock) -> None:
+    token = challenge(api)["token"]
+    session = answer(api, token, "totp", totp_code(BOB_TOTP_SECRET, clock.now())).json["token"]
+    body = {"name": "ci", "permissionFlags": 2}
+    first = api.call("POST", "/users/me/sessions", session, json={**body, "password": "password"})
+    assert first.json["code"] == "SECOND_FACTOR_CHALLENGE_REQUIRED_ERROR"
+    second_factor = {"token": first.json["token"], "type": "backup", "code": BACKUP}
+    created = api.call("POST", "/users/me/sessions", session, json={**body, "2fa": second_factor})
+    assert created.status_code == 201
