@@ -1,0 +1,286 @@
+"""The HTTP side of the suite: a paced `requests` client that records every exchange.
+
+A real deployment enforces rate limits (3 requests per second per bucket, 100 per
+minute per client and user, 4 logins per 5 minutes), so the client paces itself per
+(route, identity) and per identity, keeps to the login budget and backs off on 429.
+Against this project's mock, it instead gives every request its own `X-Forwarded-For`
+address (fresh buckets), unless a test pins one::
+
+    client = Client("http://127.0.0.1:8000/api", rotate_ips=True)
+    exchange = client.request("GET", "/users/me/sessions", token=token, route="/users/me/sessions")
+    exchange.status, exchange.json, exchange.curl()
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import itertools
+import json
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+
+USER_AGENT = "cumulonimbus-conformance/1 (python-requests)"
+
+
+class _NoBody:
+    """Marks a request without a body (survives deepcopy, unlike a bare object())."""
+
+    def __copy__(self) -> _NoBody:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> _NoBody:
+        return self
+
+    def __repr__(self) -> str:
+        return "NO_BODY"
+
+
+NO_BODY: Any = _NoBody()
+
+
+class TargetUnreachable(Exception):
+    """The target did not answer at all (connection refused, DNS, timeout)."""
+
+
+@dataclass
+class Exchange:
+    """One request and its response, enough to judge and to reproduce."""
+
+    method: str
+    url: str
+    request_headers: dict[str, str]
+    request_body: str | None
+    status: int
+    headers: requests.structures.CaseInsensitiveDict = field(repr=False)
+    text: str = field(repr=False)
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    @property
+    def code(self) -> str | None:
+        body = self.json
+        return body.get("code") if isinstance(body, dict) else None
+
+    def curl(self) -> str:
+        parts = ["curl", "-i", "-X", self.method, shlex.quote(self.url)]
+        for name, value in self.request_headers.items():
+            if name.lower() in {
+                "user-agent",
+                "accept-encoding",
+                "accept",
+                "connection",
+                "content-length",
+            }:
+                continue
+            parts += ["-H", shlex.quote(f"{name}: {value}")]
+        if self.request_body is not None:
+            parts += ["--data-raw", shlex.quote(self.request_body)]
+        return " ".join(parts)
+
+    def summary(self, limit: int = 300) -> str:
+        body = self.text.strip().replace("\n", " ")
+        if len(body) > limit:
+            body = body[:limit] + "..."
+        return f"{self.status} {body}"
+
+
+def token_claims(token: str | None) -> dict[str, Any]:
+    """The JWT payload, unverified (the suite only needs `sub`, `iat`, `exp`)."""
+    if not token or token.count(".") != 2:
+        return {}
+    payload = token.split(".")[1]
+    try:
+        decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(decoded)
+    except ValueError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def token_header(token: str) -> dict[str, Any]:
+    head = token.split(".")[0]
+    try:
+        value = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def progress(message: str) -> None:
+    """A line on the real terminal while the suite waits (pytest captures sys.stderr)."""
+    stream = sys.__stderr__
+    if stream is not None:
+        stream.write(f"\r[conformance] {message}\n")
+        stream.flush()
+
+
+class Pacer:
+    """Sliding windows of send times: waits until a new request fits every window."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._sent: dict[tuple, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._lock = threading.Lock()
+        self._sleep = sleep
+
+    def delay(self, keys: list[tuple[tuple, int, float]], now: float) -> float:
+        wait = 0.0
+        for key, limit, window in keys:
+            times = self._sent[key]
+            while times and times[0] <= now - window:
+                times.popleft()
+            if len(times) >= limit:
+                wait = max(wait, times[-limit] + window - now)
+        return wait
+
+    def acquire(self, keys: list[tuple[tuple, int, float]], label: str) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                wait = self.delay(keys, now)
+                if wait <= 0:
+                    for key, _limit, _window in keys:
+                        self._sent[key].append(now)
+                    return
+            if wait > 5:
+                progress(f"waiting {wait:.0f}s to stay within the rate limit ({label})")
+            self._sleep(wait + 0.05)
+
+    def record(self, key: tuple) -> None:
+        with self._lock:
+            self._sent[key].append(time.monotonic())
+
+
+def _ips() -> Iterator[str]:
+    for n in itertools.count(1):
+        yield f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
+class Client:
+    """Sends API requests; paces them on real targets, isolates them on the mock."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        rotate_ips: bool = False,
+        timeout: float = 15.0,
+        burst: tuple[int, float] = (3, 1.0),
+        global_limit: tuple[int, float] = (100, 60.0),
+        login_budget: tuple[int, float] = (4, 300.0),
+        login_route: str = "/login",
+        on_rate_limited: Callable[[float], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.rotate_ips = rotate_ips
+        self.timeout = timeout
+        self.burst = burst
+        # Stay a little under the real limits: other clients may share them.
+        self.global_limit = (max(1, global_limit[0] - 5), global_limit[1])
+        self.login_budget = login_budget
+        self.login_route = login_route
+        self.pacer = Pacer()
+        self.exchanges: list[Exchange] = []
+        self._ips = _ips()
+        self._ip_lock = threading.Lock()
+        self.on_rate_limited = on_rate_limited or self._sleep_for
+
+    def fresh_ip(self) -> str:
+        with self._ip_lock:
+            return next(self._ips)
+
+    @staticmethod
+    def _sleep_for(seconds: float) -> None:
+        if seconds > 5:
+            progress(f"rate limited; waiting {seconds:.0f}s (RateLimit-Reset)")
+        time.sleep(seconds)
+
+    def url(self, path: str, query: dict[str, Any] | None = None) -> str:
+        url = self.base_url + path
+        if query:
+            url += "?" + urlencode(query)
+        return url
+
+    def _pace(self, route: str, token: str | None, body: Any) -> None:
+        who = token_claims(token).get("sub") or ("token" if token else "anonymous")
+        keys = [
+            (("route", route, who), self.burst[0], self.burst[1]),
+            (("identity", who), self.burst[0], self.burst[1]),
+            (("global", who), self.global_limit[0], self.global_limit[1]),
+        ]
+        answers_challenge = isinstance(body, dict) and "2fa" in body
+        if route == self.login_route and not answers_challenge:
+            keys.append((("login",), self.login_budget[0], self.login_budget[1]))
+        self.pacer.acquire(keys, f"{route} as {who}")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        query: dict[str, Any] | None = None,
+        json_body: Any = NO_BODY,
+        data: str | None = None,
+        headers: dict[str, str] | None = None,
+        route: str | None = None,
+        ip: str | None = None,
+        retry_rate_limited: bool = True,
+        pace: bool = True,
+    ) -> Exchange:
+        """Send one request. `ip` pins X-Forwarded-For (mock only); `route` keys the pacing."""
+        send_headers: dict[str, str] = {}
+        if token is not None:
+            send_headers["Authorization"] = token
+        body: str | None = data
+        if json_body is not NO_BODY:
+            body = json.dumps(json_body)
+            send_headers["Content-Type"] = "application/json"
+        elif data is not None:
+            send_headers["Content-Type"] = "application/json"
+        if self.rotate_ips:
+            send_headers["X-Forwarded-For"] = ip or self.fresh_ip()
+        send_headers.update(headers or {})
+        url = self.url(path, query)
+        for _attempt in range(5):
+            if pace and not self.rotate_ips:
+                self._pace(route or path, token, json_body)
+            try:
+                response = self.session.request(
+                    method, url, headers=send_headers, data=body, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                raise TargetUnreachable(f"{method} {url}: {exc}") from exc
+            prepared = dict(response.request.headers)
+            exchange = Exchange(
+                method=method,
+                url=url,
+                request_headers=prepared,
+                request_body=body,
+                status=response.status_code,
+                headers=response.headers,
+                text=response.text,
+            )
+            self.exchanges.append(exchange)
+            if response.status_code != 429 or not retry_rate_limited:
+                return exchange
+            reset = response.headers.get("RateLimit-Reset", "1")
+            self.on_rate_limited(float(reset) + 0.1 if reset.isdigit() else 1.0)
+        return exchange

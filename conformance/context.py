@@ -1,0 +1,456 @@
+"""What a check works with: sessions (cached per account and scope set), a builder of
+valid requests for any operation, identity reverification, kill switches, clean-up.
+
+A valid request is built from the spec: path, query, header and body parameters are
+filled by name (`uid` is the subject's id, `sid` a session of the subject, `ids` a
+disposable session, `password` the actor's), so a new operation using known names needs
+no new code::
+
+    call = ctx.valid_call(op)            # the caller the operation is meant for
+    exchange = ctx.perform(call)         # answers a second-factor challenge if asked
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from conformance.client import NO_BODY, Exchange, token_claims
+from conformance.registry import CheckFailure, fail
+from conformance.spec import Operation, Spec
+from conformance.target import Account, Target, totp
+
+CHALLENGE = "SECOND_FACTOR_CHALLENGE_REQUIRED_ERROR"
+SELF_ROUTE = "/users/me/sessions/{sid}"
+# A kill switch that no session operation uses: the one to flip when an operation
+# itself turns a switch on.
+UNKNOWN_UID = "1000000000001"
+UNKNOWN_SID = "1000000001"
+
+
+@dataclass
+class Token:
+    value: str
+    id: str
+    exp: int
+    account: Account
+    flags: int | None = None
+
+
+@dataclass
+class Call:
+    """A request for one operation, before it is sent."""
+
+    op: Operation
+    actor: Account | None
+    token: str | None
+    subject: Account | None = None
+    path: dict[str, str] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = NO_BODY
+
+    def replace(self, **changes: Any) -> Call:
+        return dataclasses.replace(copy.deepcopy(self), **changes)
+
+    def with_body(self, **fields: Any) -> Call:
+        body = dict(self.body) if isinstance(self.body, dict) else {}
+        for name, value in fields.items():
+            if value is NO_BODY:
+                body.pop(name, None)
+            else:
+                body[name] = value
+        return self.replace(body=body)
+
+
+class Context:
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.spec: Spec = target.spec
+        self.client = target.client
+        self._browser: dict[str, Token] = {}
+        self._scoped: dict[tuple[str, int, bool], Token] = {}
+        self.created: list[Token] = []
+        self._switch_driver: str | None = None
+
+    # Accounts ---------------------------------------------------------------------------
+    def account(self, role: str, why: str = "") -> Account:
+        account = self.target.account(role)
+        if account is None:
+            hint = {
+                "user": "set CUMULONIMBUS_USERNAME and CUMULONIMBUS_PASSWORD",
+                "staff": "set CUMULONIMBUS_STAFF_USERNAME and CUMULONIMBUS_STAFF_PASSWORD",
+            }.get(role, "only available against a target with the control API")
+            pytest.skip(f"needs a {role} account{' ' + why if why else ''}: {hint}")
+        return account
+
+    def staff_with_factor(self) -> Account:
+        staff = self.account("staff")
+        if not staff.totp_secret:
+            pytest.skip("needs the staff account's TOTP secret (CUMULONIMBUS_STAFF_TOTP_SECRET)")
+        return staff
+
+    def now(self) -> float:
+        return self.target.now()
+
+    # Sending ----------------------------------------------------------------------------
+    def send(
+        self, call: Call, *, ip: str | None = None, retry_rate_limited: bool = True
+    ) -> Exchange:
+        path = call.op.path
+        for name, value in call.path.items():
+            path = path.replace("{" + name + "}", str(value))
+        return self.client.request(
+            call.op.method,
+            path,
+            token=call.token,
+            query=call.query or None,
+            json_body=call.body,
+            headers=call.headers or None,
+            route=call.op.path,
+            ip=ip,
+            retry_rate_limited=retry_rate_limited,
+        )
+
+    def answer_challenge(self, call: Call, challenge: Exchange, code: str | None = None) -> Call:
+        account = call.actor if call.op.reverification == "password" else call.subject
+        if account is None or not account.totp_secret:
+            raise CheckFailure(
+                "reverify.challenge",
+                str(call.op),
+                "a second-factor challenge came for an account with no second factor",
+                "no challenge",
+                challenge.summary(),
+                challenge.curl(),
+            )
+        answer = {
+            "token": (challenge.json or {}).get("token"),
+            "type": "totp",
+            "code": code if code is not None else totp(account.totp_secret, self.now()),
+        }
+        if call.op.reverification == "credentials":
+            remember = call.body.get("rememberMe", False) if isinstance(call.body, dict) else False
+            return call.replace(body={"2fa": answer, "rememberMe": remember})
+        return call.with_body(password=NO_BODY, **{"2fa": answer})
+
+    def perform(
+        self, call: Call, *, ip: str | None = None, retry_rate_limited: bool = True
+    ) -> Exchange:
+        """Send; when a second-factor challenge comes back, answer it with TOTP."""
+        exchange = self.send(call, ip=ip, retry_rate_limited=retry_rate_limited)
+        if (
+            call.op.reverification != "none"
+            and exchange.status == 401
+            and exchange.code == CHALLENGE
+        ):
+            exchange = self.send(
+                self.answer_challenge(call, exchange), ip=ip, retry_rate_limited=retry_rate_limited
+            )
+        return exchange
+
+    # Sessions ---------------------------------------------------------------------------
+    def login(
+        self, account: Account, *, remember: bool = False, ip: str | None = None
+    ) -> tuple[Exchange, Token | None]:
+        op = self.spec.operation("login")
+        call = Call(op, None, None, subject=account, headers={"X-Session-Name": "conformance"})
+        call.body = {
+            "username": account.username,
+            "password": account.password,
+            "rememberMe": remember,
+        }
+        exchange = self.perform(call, ip=ip)
+        token = self._token_from(exchange, account, None)
+        return exchange, token
+
+    def _token_from(self, exchange: Exchange, account: Account, flags: int | None) -> Token | None:
+        body = exchange.json
+        if exchange.status != 201 or not isinstance(body, dict) or "token" not in body:
+            return None
+        claims = token_claims(body["token"])
+        if account.id is None and claims.get("sub"):
+            account.id = str(claims["sub"])
+        token = Token(
+            body["token"],
+            str(body.get("id") or claims.get("iat")),
+            int(body.get("exp", 0)),
+            account,
+            flags,
+        )
+        self.created.append(token)
+        return token
+
+    def browser(self, account: Account) -> Token:
+        """A cached browser session of `account` (logins are scarce on real targets)."""
+        token = self._browser.get(account.username)
+        if token is not None and not self._alive(token):
+            token = None
+        if token is None:
+            exchange, token = self.login(account)
+            if token is None:
+                raise RuntimeError(
+                    f"cannot log in as {account}: {exchange.summary()}\n"
+                    f"  reproduce: {exchange.curl()}"
+                )
+            self._browser[account.username] = token
+        return token
+
+    def _alive(self, token: Token) -> bool:
+        if not getattr(token, "_dirty", False):
+            return True
+        exchange = self.client.request(
+            "GET", "/users/me/sessions/me", token=token.value, route=SELF_ROUTE
+        )
+        object.__setattr__(token, "_dirty", False)
+        return exchange.status == 200
+
+    def forget(self, account: Account | None = None) -> None:
+        """Mark cached tokens as possibly revoked (after deleting sessions)."""
+        for token in [*self._browser.values(), *self._scoped.values()]:
+            if account is None or token.account.username == account.username:
+                object.__setattr__(token, "_dirty", True)
+
+    def create_scoped(
+        self, account: Account, flags: int, *, long_lived: bool = False, name: str = "conformance"
+    ) -> tuple[Exchange, Token | None]:
+        op = self.spec.operation("createScopedSession")
+        call = Call(op, account, self.browser(account).value, subject=account)
+        call.body = {
+            "name": name,
+            "permissionFlags": flags,
+            "longLived": long_lived,
+            "password": account.password,
+        }
+        exchange = self.perform(call)
+        return exchange, self._token_from(exchange, account, flags)
+
+    def scoped(self, account: Account, flags: int, *, long_lived: bool = False) -> Token:
+        key = (account.username, flags, long_lived)
+        token = self._scoped.get(key)
+        if token is not None and not self._alive(token):
+            token = None
+        if token is None:
+            exchange, token = self.create_scoped(account, flags, long_lived=long_lived)
+            if token is None:
+                raise RuntimeError(
+                    f"cannot create a scoped session for {account}: {exchange.summary()}\n"
+                    f"  reproduce: {exchange.curl()}"
+                )
+            self._scoped[key] = token
+        return token
+
+    def disposable(self, account: Account) -> Token:
+        """A new session of `account` that a check may delete."""
+        flags = self.spec.permission_flags.get("SESSION_READ", 0)
+        exchange, token = self.create_scoped(account, flags, name="conformance disposable")
+        if token is None:
+            raise RuntimeError(
+                f"cannot create a session for {account}: {exchange.summary()}\n"
+                f"  reproduce: {exchange.curl()}"
+            )
+        return token
+
+    def session_alive(self, token: str) -> Exchange:
+        return self.client.request("GET", "/users/me/sessions/me", token=token, route=SELF_ROUTE)
+
+    # Valid requests ---------------------------------------------------------------------
+    def default_actor(self, op: Operation) -> Account | None:
+        if op.authentication in ("forbidden", "none"):
+            return None
+        return self.account("staff" if op.staff_only else "user")
+
+    def default_subject(self, op: Operation, actor: Account | None) -> Account:
+        if op.staff_only:
+            return self.account("target")
+        if actor is not None:
+            return actor
+        return self.account("user")
+
+    def valid_call(
+        self,
+        op: Operation,
+        actor: Account | str | None = "default",
+        *,
+        token: str | str | None = "browser",
+        subject: Account | None = None,
+    ) -> Call:
+        """A request that a correct server answers with the operation's success status."""
+        if actor == "default":
+            actor = self.default_actor(op)
+        assert not isinstance(actor, str)
+        if subject is None:
+            subject = self.default_subject(op, actor)
+        if token == "browser":
+            token = self.browser(actor).value if actor is not None else None
+        call = Call(op, actor, token, subject=subject)
+        for param in op.parameters:
+            value = self._param_value(
+                op, param.name, param.location, subject, actor, param.required
+            )
+            if value is None:
+                continue
+            {"path": call.path, "query": call.query, "header": call.headers}[param.location][
+                param.name
+            ] = value
+        if op.body_schema is not None:
+            call.body = self._body(op, actor, subject)
+        return call
+
+    def _param_value(
+        self,
+        op: Operation,
+        name: str,
+        location: str,
+        subject: Account,
+        actor: Account | None,
+        required: bool,
+    ) -> Any:
+        if location == "path" and name == "uid":
+            if subject.id is None:
+                self.browser(subject)
+            return subject.id
+        if location == "path" and name == "sid":
+            if op.method == "GET":
+                return "me" if op.is_self else self.browser(subject).id
+            return self.disposable(subject).id
+        if location == "path" and name == "id":
+            return str(self.spare_switch())
+        if location == "query" and name == "include-self":
+            return "false"
+        if location == "header" and name.lower() == "x-session-name":
+            return "conformance"
+        return None
+
+    def _body(self, op: Operation, actor: Account | None, subject: Account) -> dict[str, Any]:
+        schema = op.body_schema or {}
+        props = schema.get("properties", {})
+        wanted = set(schema.get("required", []))
+        if op.reverification in ("password", "credentials"):
+            wanted.add("password")
+        if "username" in props and op.reverification == "credentials":
+            wanted.add("username")
+        body: dict[str, Any] = {}
+        for name in props:
+            if name not in wanted:
+                continue
+            if name == "username":
+                body[name] = subject.username
+            elif name == "password":
+                who = subject if op.reverification == "credentials" else actor
+                body[name] = who.password if who else ""
+            elif name == "ids":
+                body[name] = [self.disposable(subject).id]
+            elif name == "permissionFlags":
+                body[name] = self.spec.permission_flags.get("SESSION_READ", 0)
+            elif name == "name":
+                body[name] = "conformance"
+            elif props[name].get("type") == "boolean":
+                body[name] = False
+        return body
+
+    def spare_switch(self) -> int:
+        used = {name for op in self.spec.operations for name in op.kill_switches} | {"GLOBAL"}
+        spare = [v for k, v in self.spec.kill_switches.items() if k not in used]
+        return max(spare) if spare else max(self.spec.kill_switches.values())
+
+    def after(self, call: Call, exchange: Exchange) -> None:
+        """Keep the token cache honest after a request that may have deleted sessions."""
+        if call.op.deletes_sessions and exchange.status == 200:
+            self.forget(call.subject if call.op.staff_only else call.actor)
+            if call.op.staff_only and call.subject is not None:
+                self.forget(call.subject)
+
+    # Kill switches ----------------------------------------------------------------------
+    def switch_driver(self) -> str:
+        if self.target.control is not None:
+            return "control"
+        if not self.target.settings.allow_kill_switches:
+            pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
+        self.staff_with_factor()
+        return "api"
+
+    def set_switch(self, switch: int, state: bool) -> None:
+        driver = self.switch_driver()
+        if driver == "control":
+            assert self.target.control is not None
+            self.target.control.set_kill_switch(switch, state)
+            return
+        staff = self.staff_with_factor()
+        op = self.spec.operation("enableKillSwitch" if state else "disableKillSwitch")
+        call = Call(op, staff, self.browser(staff).value, subject=staff, path={"id": str(switch)})
+        call.body = {"password": staff.password}
+        exchange = self.perform(call)
+        if exchange.status != 200:
+            raise RuntimeError(f"cannot set kill switch {switch}: {exchange.summary()}")
+
+    @contextlib.contextmanager
+    def switches_on(self, *names: str) -> Iterator[None]:
+        ids = [self.spec.kill_switches[name] for name in names]
+        self.switch_driver()
+        # Sessions are needed before the switches go on (logins would be refused).
+        try:
+            for switch in ids:
+                self.set_switch(switch, True)
+            yield
+        finally:
+            for switch in ids:
+                self.set_switch(switch, False)
+
+    # Clean-up ---------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Delete every session the suite created (real targets; the mock is reset)."""
+        if self.target.control is not None:
+            return
+        by_account: dict[str, list[Token]] = {}
+        for token in self.created:
+            by_account.setdefault(token.account.username, []).append(token)
+        op = self.spec.operation("deleteSelfSessions")
+        for tokens in by_account.values():
+            account = tokens[0].account
+            try:
+                keeper = self.browser(account)
+            except RuntimeError:
+                continue
+            ids = [t.id for t in tokens if t.id != keeper.id]
+            for start in range(0, len(ids), 50):
+                self.send(Call(op, account, keeper.value, body={"ids": ids[start : start + 50]}))
+            self.client.request(
+                "DELETE", "/users/me/sessions/me", token=keeper.value, route=SELF_ROUTE
+            )
+
+
+def expect_error(
+    check_id: str,
+    op: Operation,
+    rule: str,
+    exchange: Exchange,
+    status: int,
+    code: str | None = None,
+    **fields: Any,
+) -> None:
+    """Raise a CheckFailure unless the exchange is `status` with error `code` (and fields)."""
+    body = exchange.json if isinstance(exchange.json, dict) else {}
+    expected = f"{status}" + (f" {code}" if code else "")
+    if fields:
+        expected += " with " + ", ".join(f"{k}={v!r}" for k, v in fields.items())
+    ok = exchange.status == status and (code is None or body.get("code") == code)
+    for name, value in fields.items():
+        actual = body.get(name)
+        ok = ok and bool(value(actual)) if callable(value) else ok and actual == value
+    if not ok:
+        raise fail(check_id, op, rule, expected, exchange)
+
+
+def expect_status(check_id: str, op: Operation, rule: str, exchange: Exchange, status: int) -> None:
+    if exchange.status != status:
+        raise fail(check_id, op, rule, f"{status}", exchange)
+
+
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T")

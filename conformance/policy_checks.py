@@ -1,0 +1,1005 @@
+"""Checks derived from the operations' `x-` policies: authentication, scopes, staff,
+identity reverification, kill switches, rate limits, tokens, paging, bulk deletes.
+
+Each drives its own requests through a `Context` and tests one rule on its own: the
+request is otherwise valid, so only the rule under test can explain the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.client import NO_BODY, Exchange, token_claims, token_header
+from conformance.context import CHALLENGE, UNKNOWN_SID, UNKNOWN_UID, Context, expect_error
+from conformance.registry import check, fail
+from conformance.response_checks import RATELIMIT_HEADERS
+from conformance.spec import BROWSER_SESSION_ONLY, Operation
+from conformance.target import totp
+
+INVALID_SESSION = "INVALID_SESSION_ERROR"
+INSUFFICIENT = "INSUFFICIENT_PERMISSIONS_ERROR"
+RATELIMITED = "RATELIMITED_ERROR"
+
+
+def _is_flag(op: Operation) -> bool:
+    return op.scope not in (None, BROWSER_SESSION_ONLY)
+
+
+def _expect_success(check_id: str, op: Operation, rule: str, exchange: Exchange) -> None:
+    if exchange.status != op.success_status:
+        raise fail(check_id, op, rule, f"{op.success_status}", exchange)
+
+
+# Authentication ---------------------------------------------------------------------------
+
+
+@check(
+    "auth.required",
+    applies=lambda op: op.authentication == "required",
+    variants=lambda op: ["no-token", "malformed-token", "bad-signature", "bearer-prefix"],
+)
+def auth_required(ctx: Context, op: Operation, variant: str) -> None:
+    """A request without a valid session gets 401 INVALID_SESSION_ERROR."""
+    call = ctx.valid_call(op)
+    good = call.token or ""
+    token = {
+        "no-token": None,
+        "malformed-token": "not-a-token",
+        "bad-signature": good.rsplit(".", 1)[0] + ".c2lnbmF0dXJl",
+        "bearer-prefix": f"Bearer {good}",
+    }[variant]
+    exchange = ctx.send(call.replace(token=token))
+    expect_error(
+        "auth.required",
+        op,
+        f"a request with {variant} is anonymous",
+        exchange,
+        401,
+        INVALID_SESSION,
+    )
+
+
+@check("auth.forbidden", applies=lambda op: op.authentication == "forbidden")
+def auth_forbidden(ctx: Context, op: Operation, variant: Any) -> None:
+    """A caller who is already logged in gets 401 INVALID_SESSION_ERROR."""
+    user = ctx.account("user")
+    call = ctx.valid_call(op).replace(token=ctx.browser(user).value)
+    exchange = ctx.send(call)
+    expect_error(
+        "auth.forbidden", op, "a logged-in caller is refused", exchange, 401, INVALID_SESSION
+    )
+
+
+@check("auth.banned", applies=lambda op: op.reverification == "credentials")
+def auth_banned(ctx: Context, op: Operation, variant: Any) -> None:
+    """A banned user gets 403 BANNED_ERROR."""
+    banned = ctx.account("banned")
+    call = ctx.valid_call(op, subject=banned)
+    exchange = ctx.perform(call)
+    expect_error("auth.banned", op, "a banned user is refused", exchange, 403, "BANNED_ERROR")
+
+
+# Scopes -----------------------------------------------------------------------------------
+
+
+def _actor(ctx: Context, op: Operation) -> Any:
+    return ctx.staff_with_factor() if op.staff_only else ctx.account("user")
+
+
+@check("scope.denied", applies=_is_flag)
+def scope_denied(ctx: Context, op: Operation, variant: Any) -> None:
+    """A scoped session without the operation's flag (and without ALL) gets 403."""
+    flags = ctx.spec.permission_flags
+    mask = sum(bit for name, bit in flags.items() if name not in ("ALL", op.scope))
+    actor = _actor(ctx, op)
+    token = ctx.scoped(actor, mask)
+    call = ctx.valid_call(op, actor, token=token.value)
+    exchange = ctx.perform(call)
+    ctx.after(call, exchange)
+    expect_error(
+        "scope.denied",
+        op,
+        f"a scoped session with every flag but {op.scope} is refused",
+        exchange,
+        403,
+        INSUFFICIENT,
+    )
+
+
+@check("scope.allowed", applies=_is_flag, variants=lambda op: [op.scope, "ALL"])
+def scope_allowed(ctx: Context, op: Operation, variant: str) -> None:
+    """A scoped session with the operation's flag, or with ALL, passes the scope check."""
+    actor = _actor(ctx, op)
+    token = ctx.scoped(actor, ctx.spec.permission_flags[variant])
+    call = ctx.valid_call(op, actor, token=token.value)
+    exchange = ctx.perform(call)
+    ctx.after(call, exchange)
+    _expect_success("scope.allowed", op, f"a scoped session with {variant} may call it", exchange)
+
+
+@check("scope.browser-only", applies=lambda op: op.scope == BROWSER_SESSION_ONLY)
+def scope_browser_only(ctx: Context, op: Operation, variant: Any) -> None:
+    """Every scoped session, even one with ALL, gets 403 where only browser sessions may go."""
+    actor = _actor(ctx, op)
+    token = ctx.scoped(actor, ctx.spec.permission_flags["ALL"])
+    call = ctx.valid_call(op, actor, token=token.value)
+    exchange = ctx.perform(call)
+    expect_error(
+        "scope.browser-only", op, "a scoped session (ALL) is refused", exchange, 403, INSUFFICIENT
+    )
+
+
+# Staff ------------------------------------------------------------------------------------
+
+
+@check("staff.non-staff", applies=lambda op: op.staff_only)
+def staff_non_staff(ctx: Context, op: Operation, variant: Any) -> None:
+    """A non-staff user gets 403, even on their own user id."""
+    user = ctx.account("user")
+    call = ctx.valid_call(op, user, subject=user)
+    exchange = ctx.perform(call)
+    ctx.after(call, exchange)
+    expect_error(
+        "staff.non-staff", op, "a non-staff user is refused (own uid)", exchange, 403, INSUFFICIENT
+    )
+
+
+@check("staff.no-second-factor", applies=lambda op: op.staff_only)
+def staff_no_second_factor(ctx: Context, op: Operation, variant: Any) -> None:
+    """Staff with no second factor enrolled get 401 ENDPOINT_REQUIRES_SECOND_FACTOR_ERROR."""
+    plain = ctx.account("staff-plain")
+    call = ctx.valid_call(op, plain)
+    exchange = ctx.perform(call)
+    expect_error(
+        "staff.no-second-factor",
+        op,
+        "staff without a second factor are refused",
+        exchange,
+        401,
+        "ENDPOINT_REQUIRES_SECOND_FACTOR_ERROR",
+    )
+
+
+@check("staff.unknown-user", applies=lambda op: op.staff_only and op.param("uid") is not None)
+def staff_unknown_user(ctx: Context, op: Operation, variant: Any) -> None:
+    """An unknown uid gets 404 INVALID_USER_ERROR."""
+    call = ctx.valid_call(op, ctx.staff_with_factor())
+    call.path["uid"] = UNKNOWN_UID
+    exchange = ctx.perform(call)
+    expect_error(
+        "staff.unknown-user", op, "an unknown uid is 404", exchange, 404, "INVALID_USER_ERROR"
+    )
+
+
+# Identity reverification ------------------------------------------------------------------
+
+
+def _reverify_actor(ctx: Context, op: Operation, with_factor: bool) -> Any:
+    if op.staff_only:
+        return ctx.staff_with_factor()
+    if with_factor:
+        account = ctx.target.account("user-totp")
+        return account if account is not None else ctx.staff_with_factor()
+    return ctx.account("user")
+
+
+def _reverify_call(ctx: Context, op: Operation, account: Any) -> Any:
+    if op.reverification == "credentials":
+        return ctx.valid_call(op, subject=account)
+    return ctx.valid_call(op, account)
+
+
+@check(
+    "reverify.missing-password", applies=lambda op: op.reverification in ("password", "credentials")
+)
+def reverify_missing_password(ctx: Context, op: Operation, variant: Any) -> None:
+    """Without `password`: 400 MISSING_FIELDS_ERROR naming password."""
+    call = _reverify_call(ctx, op, _reverify_actor(ctx, op, False)).with_body(password=NO_BODY)
+    exchange = ctx.send(call)
+    expect_error(
+        "reverify.missing-password",
+        op,
+        "a request without password is a bad request",
+        exchange,
+        400,
+        "MISSING_FIELDS_ERROR",
+        fields=lambda f: isinstance(f, list) and "password" in f,
+    )
+
+
+@check(
+    "reverify.wrong-password", applies=lambda op: op.reverification in ("password", "credentials")
+)
+def reverify_wrong_password(ctx: Context, op: Operation, variant: Any) -> None:
+    """A wrong password: 401 INVALID_PASSWORD_ERROR (404 INVALID_USER_ERROR at login)."""
+    call = _reverify_call(ctx, op, _reverify_actor(ctx, op, False)).with_body(
+        password="wrong-" + "x" * 8
+    )
+    exchange = ctx.send(call)
+    if op.reverification == "credentials":
+        expect_error(
+            "reverify.wrong-password",
+            op,
+            "a wrong password is an unknown user",
+            exchange,
+            404,
+            "INVALID_USER_ERROR",
+        )
+    else:
+        expect_error(
+            "reverify.wrong-password",
+            op,
+            "a wrong password is refused",
+            exchange,
+            401,
+            "INVALID_PASSWORD_ERROR",
+        )
+
+
+def _wrong_code(secret: str, now: float) -> str:
+    accepted = {totp(secret, now + step * 30) for step in range(-3, 3)}
+    code = 123456
+    while f"{code:06d}" in accepted:
+        code = (code + 111111) % 1000000
+    return f"{code:06d}"
+
+
+@check("reverify.challenge", applies=lambda op: op.reverification in ("password", "credentials"))
+def reverify_challenge(ctx: Context, op: Operation, variant: Any) -> None:
+    """With a second factor: the password gets a challenge; a wrong code 401, a right one passes."""
+    account = _reverify_actor(ctx, op, True)
+    if not account.totp_secret:
+        ctx.staff_with_factor()
+    call = _reverify_call(ctx, op, account)
+    first = ctx.send(call)
+    now = ctx.now()
+    lifetime = ctx.spec.token_lifetimes.get("secondFactorChallenge", 300)
+    body = first.json if isinstance(first.json, dict) else {}
+    rule = "a correct password with a second factor enrolled gets a challenge"
+    expect_error("reverify.challenge", op, rule, first, 401, CHALLENGE)
+    types = body.get("types")
+    claims = token_claims(body.get("token"))
+    problems = []
+    if not isinstance(types, list) or "totp" not in types or types[-1:] != ["backup"]:
+        problems.append(f"types {types!r} (want the factors then 'backup')")
+    if account.id and str(claims.get("sub")) != account.id:
+        problems.append(f"token sub {claims.get('sub')!r} (want {account.id})")
+    exp = body.get("exp")
+    if not isinstance(exp, int) or abs(exp - (now + lifetime)) > 10:
+        problems.append(f"exp {exp!r} (want about now + {lifetime})")
+    if problems:
+        raise fail(
+            "reverify.challenge",
+            op,
+            rule,
+            "a well-formed challenge",
+            first,
+            f"{first.summary()}; problems: {'; '.join(problems)}",
+        )
+    wrong = ctx.send(ctx.answer_challenge(call, first, code=_wrong_code(account.totp_secret, now)))
+    expect_error(
+        "reverify.challenge",
+        op,
+        "a wrong TOTP code is refused",
+        wrong,
+        401,
+        "INVALID_SECOND_FACTOR_RESPONSE_ERROR",
+    )
+    again = ctx.send(call)
+    expect_error("reverify.challenge", op, rule, again, 401, CHALLENGE)
+    answered = ctx.send(ctx.answer_challenge(call, again))
+    ctx.after(call, answered)
+    if op.issues_tokens and answered.status == 201:
+        ctx._token_from(answered, account, None)
+    _expect_success("reverify.challenge", op, "a right TOTP code completes the request", answered)
+
+
+# Kill switches ----------------------------------------------------------------------------
+
+
+def _killswitch_call(ctx: Context, op: Operation) -> Any:
+    if op.staff_only:
+        # Staff bypass kill switches; an anonymous caller does not.
+        return ctx.valid_call(op).replace(token=None, actor=None)
+    return ctx.valid_call(op)
+
+
+@check(
+    "killswitch.operation",
+    applies=lambda op: bool(op.kill_switches),
+    variants=lambda op: list(op.kill_switches),
+    kill_switches=True,
+)
+def killswitch_operation(ctx: Context, op: Operation, variant: str) -> None:
+    """Each of the operation's kill switches makes it answer 503 with that `feature`."""
+    call = _killswitch_call(ctx, op)
+    with ctx.switches_on(variant):
+        exchange = ctx.send(call)
+    feature = ctx.spec.kill_switches[variant]
+    expect_error(
+        "killswitch.operation",
+        op,
+        f"kill switch {variant} ({feature}) is on",
+        exchange,
+        503,
+        "SERVICE_UNAVAILABLE_ERROR",
+        feature=feature,
+    )
+
+
+@check("killswitch.global", kill_switches=True)
+def killswitch_global(ctx: Context, op: Operation, variant: Any) -> None:
+    """With GLOBAL on every operation answers 503 with feature 8 (non-staff callers)."""
+    call = _killswitch_call(ctx, op)
+    with ctx.switches_on("GLOBAL"):
+        exchange = ctx.send(call)
+    feature = ctx.spec.kill_switches["GLOBAL"]
+    expect_error(
+        "killswitch.global",
+        op,
+        "the GLOBAL kill switch is on",
+        exchange,
+        503,
+        "SERVICE_UNAVAILABLE_ERROR",
+        feature=feature,
+    )
+
+
+@check(
+    "killswitch.staff-bypass",
+    applies=lambda op: op.authentication == "required",
+    kill_switches=True,
+)
+def killswitch_staff_bypass(ctx: Context, op: Operation, variant: Any) -> None:
+    """Kill switches (GLOBAL and the operation's own) never affect staff callers."""
+    staff = ctx.staff_with_factor()
+    call = ctx.valid_call(op, staff)
+    names = ["GLOBAL", *op.kill_switches]
+    with ctx.switches_on(*names):
+        exchange = ctx.perform(call)
+    ctx.after(call, exchange)
+    _expect_success(
+        "killswitch.staff-bypass", op, f"a staff caller passes with {', '.join(names)} on", exchange
+    )
+
+
+# Rate limits ------------------------------------------------------------------------------
+
+
+def _spacing(ctx: Context) -> float:
+    limit, window = ctx.spec.burst
+    return window / limit + 0.01
+
+
+def _expected_limit(ctx: Context, op: Operation) -> int:
+    return (op.rate_limit or ctx.spec.global_rate_limit).limit
+
+
+def _pinned(ctx: Context) -> str | None:
+    return ctx.client.fresh_ip() if ctx.target.is_mock else None
+
+
+def _burst_call(ctx: Context, op: Operation) -> Any:
+    return ctx.valid_call(op)
+
+
+@check("ratelimit.burst")
+def ratelimit_burst(ctx: Context, op: Operation, variant: Any) -> None:
+    """More than 3 requests within 1 s: the next one is 429 with RateLimit-Reason burst."""
+    import time
+
+    limit, window = ctx.spec.burst
+    call = _burst_call(ctx, op)
+    ip = _pinned(ctx)
+    if not ctx.target.is_mock:
+        time.sleep(window + 0.1)
+    sent: list[Exchange] = []
+    started = time.monotonic()
+    with ctx.target.frozen_clock():
+        for _ in range(limit + 1):
+            sent.append(
+                ctx.client.request(
+                    call.op.method,
+                    _path(call),
+                    token=call.token,
+                    query=call.query or None,
+                    json_body=call.body,
+                    headers=call.headers or None,
+                    route=op.path,
+                    ip=ip,
+                    retry_rate_limited=False,
+                    pace=False,
+                )
+            )
+    ctx.after(call, sent[0])
+    if not ctx.target.is_mock and time.monotonic() - started > window * 0.8:
+        import pytest
+
+        pytest.skip("the network is too slow to send a burst within the burst window")
+    last = sent[-1]
+    for early in sent[:-1]:
+        if early.status == 429:
+            raise fail(
+                "ratelimit.burst",
+                op,
+                f"the first {limit} rapid requests are not refused",
+                "not 429",
+                early,
+            )
+    expect_error(
+        "ratelimit.burst",
+        op,
+        f"request {limit + 1} within {window:g}s is refused",
+        last,
+        429,
+        RATELIMITED,
+    )
+    reason = last.headers.get("RateLimit-Reason")
+    reset = last.headers.get("RateLimit-Reset", "")
+    if reason != "burst" or not reset.isdigit() or int(reset) > max(1, int(window)):
+        raise fail(
+            "ratelimit.burst",
+            op,
+            "a burst 429 says so and resets within the burst window",
+            f"RateLimit-Reason: burst, RateLimit-Reset <= {window:g}",
+            last,
+            f"429 with RateLimit-Reason: {reason!r}, RateLimit-Reset: {reset!r}",
+        )
+
+
+def _path(call: Any) -> str:
+    path = call.op.path
+    for name, value in call.path.items():
+        path = path.replace("{" + name + "}", str(value))
+    return path
+
+
+def _send_paced(ctx: Context, call: Any, ip: str | None, count: int) -> list[Exchange]:
+    """`count` requests, spaced so the burst limit never fires (moving the mock's clock)."""
+    import time
+
+    spacing = _spacing(ctx)
+    results = []
+    for _ in range(count):
+        results.append(
+            ctx.client.request(
+                call.op.method,
+                _path(call),
+                token=call.token,
+                query=call.query or None,
+                json_body=call.body,
+                headers=call.headers or None,
+                route=call.op.path,
+                ip=ip,
+                retry_rate_limited=False,
+                pace=False,
+            )
+        )
+        if ctx.target.control is not None:
+            ctx.target.control.clock(advance=spacing)
+        else:
+            time.sleep(spacing)
+    return results
+
+
+def _route_limit_call(ctx: Context, op: Operation) -> Any:
+    call = ctx.valid_call(op)
+    if op.reverification == "credentials":
+        # Wrong passwords would not be counted (404); a valid login is.
+        return call
+    return call
+
+
+@check("ratelimit.route-limit", applies=lambda op: op.rate_limit is not None, slow=True)
+def ratelimit_route_limit(ctx: Context, op: Operation, variant: Any) -> None:
+    """After `limit` counted requests the next is 429 standard; a new window passes."""
+    limiter = op.rate_limit
+    assert limiter is not None
+    call = _route_limit_call(ctx, op)
+    ip = _pinned(ctx)
+    with ctx.target.frozen_clock():
+        sent = _send_paced(ctx, call, ip, limiter.limit + 1)
+        ctx.after(call, sent[0])
+        for i, exchange in enumerate(sent[:-1], 1):
+            if exchange.status == 429:
+                raise fail(
+                    "ratelimit.route-limit",
+                    op,
+                    f"request {i} of {limiter.limit} in the window is allowed",
+                    "not 429",
+                    exchange,
+                )
+        last = sent[-1]
+        expect_error(
+            "ratelimit.route-limit",
+            op,
+            f"request {limiter.limit + 1} within {limiter.window}s is refused",
+            last,
+            429,
+            RATELIMITED,
+        )
+        if last.headers.get("RateLimit-Reason") != "standard":
+            raise fail(
+                "ratelimit.route-limit",
+                op,
+                "the refusal names the standard limit",
+                "RateLimit-Reason: standard",
+                last,
+                f"429 with RateLimit-Reason: {last.headers.get('RateLimit-Reason')!r}",
+            )
+        reset = last.headers.get("RateLimit-Reset", "")
+        wait = (
+            int(reset) + 1
+            if reset.isdigit() and int(reset) <= limiter.window
+            else limiter.window + 1
+        )
+        ctx.target.wait(wait, f"{op.id}: waiting for the rate-limit window to end")
+        fresh = ctx.valid_call(op) if op.deletes_sessions else call
+        after = _send_paced(ctx, fresh, ip, 1)[0]
+    if after.status == 429:
+        raise fail(
+            "ratelimit.route-limit",
+            op,
+            "after RateLimit-Reset seconds a new window starts",
+            "not 429",
+            after,
+        )
+
+
+@check(
+    "ratelimit.login-404-not-counted",
+    applies=lambda op: op.rate_limit is not None and 404 in op.rate_limit.ignore_statuses,
+)
+def ratelimit_404_not_counted(ctx: Context, op: Operation, variant: Any) -> None:
+    """404 answers (unknown user, wrong password) do not use up the route's limit."""
+    limiter = op.rate_limit
+    assert limiter is not None
+    call = ctx.valid_call(op)
+    wrong = call.with_body(password="wrong-password-" + "y" * 6)
+    ip = _pinned(ctx)
+    with ctx.target.frozen_clock():
+        misses = _send_paced(ctx, wrong, ip, limiter.limit + 2)
+        for miss in misses:
+            if miss.status != 404:
+                raise fail(
+                    "ratelimit.login-404-not-counted",
+                    op,
+                    "a wrong password is 404 and not counted",
+                    "404",
+                    miss,
+                )
+        hit = _send_paced(ctx, call, ip, 1)[0]
+    if hit.status == 201:
+        ctx._token_from(hit, call.subject, None)
+    _expect_success(
+        "ratelimit.login-404-not-counted",
+        op,
+        f"after {limiter.limit + 2} 404s a valid request still passes",
+        hit,
+    )
+
+
+@check("ratelimit.headers")
+def ratelimit_headers_values(ctx: Context, op: Operation, variant: Any) -> None:
+    """RateLimit-Limit is the bucket's limit and RateLimit-Remaining counts down."""
+    call = ctx.valid_call(op)
+    ip = _pinned(ctx)
+    with ctx.target.frozen_clock():
+        first, second = _send_paced(ctx, call, ip, 2)
+    ctx.after(call, first)
+    limit = _expected_limit(ctx, op)
+    window = (op.rate_limit or ctx.spec.global_rate_limit).window
+    for exchange in (first, second):
+        values = {name: exchange.headers.get(name, "") for name in RATELIMIT_HEADERS}
+        shown = ", ".join(f"{k}: {v!r}" for k, v in values.items())
+        if exchange.headers.get("RateLimit-Skipped") == "true":
+            continue
+        if not all(v.isdigit() for v in values.values()):
+            raise fail(
+                "ratelimit.headers",
+                op,
+                "a counted response carries the RateLimit-* headers",
+                "RateLimit-Limit, -Remaining, -Reset",
+                exchange,
+                f"{exchange.status} with {shown}",
+            )
+        if (
+            int(values["RateLimit-Limit"]) != limit
+            or not 0 <= int(values["RateLimit-Reset"]) <= window
+        ):
+            raise fail(
+                "ratelimit.headers",
+                op,
+                "RateLimit-Limit and -Reset describe the operation's limiter",
+                f"RateLimit-Limit: {limit}, RateLimit-Reset <= {window}",
+                exchange,
+                f"{exchange.status} with {shown}",
+            )
+    if "true" in (first.headers.get("RateLimit-Skipped"), second.headers.get("RateLimit-Skipped")):
+        return
+    r1, r2 = first.headers["RateLimit-Remaining"], second.headers["RateLimit-Remaining"]
+    if int(r2) != int(r1) - 1:
+        raise fail(
+            "ratelimit.headers",
+            op,
+            "RateLimit-Remaining goes down by one per counted request",
+            f"RateLimit-Remaining {r1} then {int(r1) - 1}",
+            second,
+            f"RateLimit-Remaining {r1} then {r2}",
+        )
+
+
+# Tokens -----------------------------------------------------------------------------------
+
+
+def _issue(ctx: Context, op: Operation, long: bool) -> tuple[Exchange, Any, Any]:
+    if op.reverification == "credentials":
+        account = ctx.account("user")
+        call = ctx.valid_call(op, subject=account).with_body(rememberMe=long)
+    else:
+        account = ctx.account("user")
+        call = ctx.valid_call(op, account).with_body(longLived=long)
+    exchange = ctx.perform(call)
+    token = ctx._token_from(exchange, account, None)
+    return exchange, token, account
+
+
+@check(
+    "token.lifetime", applies=lambda op: op.issues_tokens, variants=lambda op: ["default", "long"]
+)
+def token_lifetime(ctx: Context, op: Operation, variant: str) -> None:
+    """`exp` is the JWT's, 24 h (or 10 years when asked) after `iat`; the session id is `iat`."""
+    exchange, token, account = _issue(ctx, op, variant == "long")
+    _expect_success("token.lifetime", op, "the token is issued", exchange)
+    body = exchange.json
+    lifetime = ctx.spec.token_lifetimes["long" if variant == "long" else "default"]
+    claims = token_claims(body.get("token"))
+    header = token_header(body["token"]) if isinstance(body.get("token"), str) else {}
+    now = ctx.now()
+    slack = 5 if ctx.target.is_mock else 120
+    problems = []
+    if header.get("alg") != "ES256":
+        problems.append(f"JWT alg {header.get('alg')!r} (want ES256)")
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if not isinstance(iat, int) or not isinstance(exp, int):
+        problems.append(f"JWT iat/exp {iat!r}/{exp!r} (want integers)")
+    else:
+        if body.get("exp") != exp:
+            problems.append(f"body exp {body.get('exp')!r} differs from the JWT's {exp}")
+        if exp - iat != lifetime:
+            problems.append(f"exp - iat = {exp - iat} (want {lifetime})")
+        if abs(iat - now) > slack:
+            problems.append(f"iat {iat} is not now ({now:.0f})")
+        if "id" in body and body["id"] != str(iat):
+            problems.append(f"session id {body['id']!r} is not the JWT iat {iat}")
+    if account.id and str(claims.get("sub")) != account.id:
+        problems.append(f"sub {claims.get('sub')!r} (want {account.id})")
+    if not problems and token is not None:
+        session = ctx.session_alive(token.value)
+        got = session.json if isinstance(session.json, dict) else {}
+        if session.status != 200 or got.get("id") != str(iat) or got.get("exp") != exp:
+            problems.append(
+                f"the session reads back as {session.summary(160)} (want id {iat}, exp {exp})"
+            )
+    if problems:
+        raise fail(
+            "token.lifetime",
+            op,
+            f"a {variant} token lives {lifetime}s",
+            f"exp = iat + {lifetime}, id = iat",
+            exchange,
+            f"{exchange.summary(120)}; problems: {'; '.join(problems)}",
+        )
+
+
+def _revocation_variants(op: Operation) -> list[str]:
+    variants = ["other-session"]
+    sid = op.param("sid")
+    if op.is_self and (
+        (sid and "me" in sid.schema.get("pattern", "")) or "ids" in op.body_properties()
+    ):
+        variants.append("current-session")
+    return variants
+
+
+@check("token.revocation", applies=lambda op: op.deletes_sessions, variants=_revocation_variants)
+def token_revocation(ctx: Context, op: Operation, variant: str) -> None:
+    """A deleted session's token is refused at once."""
+    actor = ctx.staff_with_factor() if op.staff_only else ctx.account("user")
+    subject = ctx.account("target") if op.staff_only else actor
+    flags = ctx.spec.permission_flags
+    victim = ctx.create_scoped(
+        subject, flags["SESSION_READ"] | flags["SESSION_MODIFY"], name="victim"
+    )[1]
+    if victim is None:
+        raise RuntimeError(f"cannot create a session for {subject}")
+    call = ctx.valid_call(op, actor, subject=subject)
+    target_id = victim.id
+    if variant == "current-session":
+        call = call.replace(token=victim.value, actor=subject)
+        target_id = "me"
+    if "sid" in call.path:
+        call.path["sid"] = target_id
+    if isinstance(call.body, dict) and "ids" in call.body:
+        call.body["ids"] = [target_id]
+    deleted = ctx.perform(call)
+    ctx.after(call, deleted)
+    _expect_success("token.revocation", op, "the session is deleted", deleted)
+    probe = ctx.session_alive(victim.value)
+    expect_error(
+        "token.revocation",
+        op,
+        f"the deleted session's token ({variant}) is refused at once",
+        probe,
+        401,
+        INVALID_SESSION,
+    )
+
+
+# Paging -----------------------------------------------------------------------------------
+
+
+def _pages(op: Operation) -> bool:
+    return op.param("limit") is not None and op.param("offset") is not None
+
+
+def _paging_setup(ctx: Context, op: Operation, count: int = 3) -> tuple[Any, list[str]]:
+    actor = ctx.staff_with_factor() if op.staff_only else ctx.account("user")
+    subject = ctx.account("target") if op.staff_only else actor
+    created = []
+    for _ in range(count):
+        created.append(ctx.disposable(subject).id)
+        if ctx.target.control is not None:
+            ctx.target.control.clock(advance=1.5)
+    call = ctx.valid_call(op, actor, subject=subject)
+    return call, created
+
+
+def _list(ctx: Context, call: Any, **query: Any) -> Exchange:
+    return ctx.send(call.replace(query={**call.query, **query}))
+
+
+def _items(exchange: Exchange) -> tuple[int, list[str]]:
+    body = exchange.json if isinstance(exchange.json, dict) else {}
+    items = body.get("items") if isinstance(body.get("items"), list) else []
+    return body.get("count", -1), [i.get("id") for i in items if isinstance(i, dict)]
+
+
+@check("paging.count", applies=_pages)
+def paging_count(ctx: Context, op: Operation, variant: Any) -> None:
+    """`count` is the total number of sessions, not the page size, and grows with a new one."""
+    call, created = _paging_setup(ctx, op)
+    first = _list(ctx, call)
+    count, ids = _items(first)
+    if first.status != 200 or count != len(ids) or not set(created) <= set(ids):
+        raise fail(
+            "paging.count",
+            op,
+            "count is the total and the list holds every session",
+            f"count == len(items), items include {created}",
+            first,
+        )
+    small = _list(ctx, call, limit=1)
+    small_count, _ = _items(small)
+    if small_count != count:
+        raise fail(
+            "paging.count",
+            op,
+            "count is the total, whatever the page size",
+            f"count {count} with limit=1",
+            small,
+        )
+
+
+@check("paging.limit", applies=_pages)
+def paging_limit(ctx: Context, op: Operation, variant: Any) -> None:
+    """`limit` caps the page (0 to 50); out of range is 400."""
+    call, _ = _paging_setup(ctx, op)
+    for limit in (1, 2, 0):
+        page = _list(ctx, call, limit=limit)
+        _, ids = _items(page)
+        if page.status != 200 or len(ids) != limit:
+            raise fail(
+                "paging.limit",
+                op,
+                f"limit={limit} returns {limit} items",
+                f"200 with {limit} items",
+                page,
+            )
+    for bad in (51, -1, "x"):
+        page = _list(ctx, call, limit=bad)
+        expect_error(
+            "paging.limit",
+            op,
+            f"limit={bad} is a bad request",
+            page,
+            400,
+            "MISSING_FIELDS_ERROR",
+            fields=lambda f: isinstance(f, list) and "limit" in f,
+        )
+
+
+@check("paging.offset", applies=_pages)
+def paging_offset(ctx: Context, op: Operation, variant: Any) -> None:
+    """`offset` skips items of the same order; negative is 400."""
+    call, _ = _paging_setup(ctx, op)
+    _, full = _items(_list(ctx, call))
+    for offset in (1, 2, len(full)):
+        page = _list(ctx, call, offset=offset)
+        _, ids = _items(page)
+        if page.status != 200 or ids != full[offset : offset + 50]:
+            raise fail(
+                "paging.offset",
+                op,
+                f"offset={offset} skips {offset} items",
+                f"200 with items {full[offset : offset + 50]}",
+                page,
+            )
+    page = _list(ctx, call, offset=-1)
+    expect_error(
+        "paging.offset",
+        op,
+        "offset=-1 is a bad request",
+        page,
+        400,
+        "MISSING_FIELDS_ERROR",
+        fields=lambda f: isinstance(f, list) and "offset" in f,
+    )
+
+
+@check("paging.order", applies=_pages)
+def paging_order(ctx: Context, op: Operation, variant: Any) -> None:
+    """Sessions are listed newest first."""
+    call, created = _paging_setup(ctx, op)
+    page = _list(ctx, call)
+    _, ids = _items(page)
+    mine = [i for i in ids if i in created]
+    numeric = [int(i) for i in ids if isinstance(i, str) and i.isdigit()]
+    if mine != list(reversed(created)) or numeric != sorted(numeric, reverse=True):
+        raise fail(
+            "paging.order",
+            op,
+            "the newest session comes first",
+            f"{list(reversed(created))} in this order, ids descending",
+            page,
+        )
+
+
+# Bulk and delete-all ----------------------------------------------------------------------
+
+
+def _bulk(op: Operation) -> bool:
+    return "ids" in op.body_properties()
+
+
+@check("bulk.count", applies=_bulk)
+def bulk_count(ctx: Context, op: Operation, variant: Any) -> None:
+    """`count` is how many sessions were really deleted; unknown ids are ignored."""
+    call = ctx.valid_call(op)
+    subject = call.subject
+    a, b = ctx.disposable(subject).id, ctx.disposable(subject).id
+    first = ctx.perform(call.with_body(ids=[a, b, UNKNOWN_SID]))
+    ctx.after(call, first)
+    expect_error(
+        "bulk.count", op, "two of three ids exist", first, 200, "DELETE_SESSIONS_SUCCESS", count=2
+    )
+    again = ctx.perform(call.with_body(ids=[a]))
+    expect_error(
+        "bulk.count",
+        op,
+        "an already deleted id is not counted",
+        again,
+        200,
+        "DELETE_SESSIONS_SUCCESS",
+        count=0,
+    )
+
+
+@check("bulk.limit-50", applies=_bulk)
+def bulk_limit(ctx: Context, op: Operation, variant: Any) -> None:
+    """At most 50 ids: 51 is 400 BODY_TOO_LARGE_ERROR, 50 is fine."""
+    call = ctx.valid_call(op)
+    ids = [str(1000000000 + n) for n in range(51)]
+    too_many = ctx.perform(call.with_body(ids=ids))
+    expect_error("bulk.limit-50", op, "51 ids are too many", too_many, 400, "BODY_TOO_LARGE_ERROR")
+    fifty = ctx.perform(call.with_body(ids=ids[:50]))
+    expect_error(
+        "bulk.limit-50", op, "50 ids are allowed", fifty, 200, "DELETE_SESSIONS_SUCCESS", count=0
+    )
+
+
+@check(
+    "delete-all.include-self",
+    applies=lambda op: op.param("include-self") is not None,
+    variants=lambda op: ["false", "true", "absent", "invalid"],
+)
+def delete_all_include_self(ctx: Context, op: Operation, variant: str) -> None:
+    """Only include-self=true deletes the caller's session; other values than true/false are 400."""
+    user = ctx.account("user")
+    flags = ctx.spec.permission_flags
+    caller = ctx.create_scoped(
+        user, flags["SESSION_READ"] | flags["SESSION_MODIFY"], name="caller"
+    )[1]
+    other = ctx.disposable(user)
+    if caller is None:
+        raise RuntimeError("cannot create a session")
+    call = ctx.valid_call(op, user, token=caller.value)
+    call.query.pop("include-self", None)
+    if variant != "absent":
+        call.query["include-self"] = {"invalid": "yes"}.get(variant, variant)
+    exchange = ctx.send(call)
+    ctx.forget(user)
+    if variant == "invalid":
+        expect_error(
+            "delete-all.include-self",
+            op,
+            "include-self=yes is a bad request",
+            exchange,
+            400,
+            "MISSING_FIELDS_ERROR",
+        )
+        still = ctx.session_alive(other.value)
+        expect_error("delete-all.include-self", op, "a refused request deletes nothing", still, 200)
+        return
+    _expect_success("delete-all.include-self", op, f"include-self={variant} deletes", exchange)
+    gone = ctx.session_alive(other.value)
+    expect_error(
+        "delete-all.include-self",
+        op,
+        "the caller's other sessions are deleted",
+        gone,
+        401,
+        INVALID_SESSION,
+    )
+    mine = ctx.session_alive(caller.value)
+    if variant == "true":
+        expect_error(
+            "delete-all.include-self",
+            op,
+            "include-self=true deletes the caller's session too",
+            mine,
+            401,
+            INVALID_SESSION,
+        )
+    else:
+        expect_error(
+            "delete-all.include-self",
+            op,
+            f"include-self {variant} keeps the caller's session",
+            mine,
+            200,
+        )
+
+
+# Ids --------------------------------------------------------------------------------------
+
+
+@check("ids.distinct", applies=lambda op: op.issues_tokens)
+def ids_distinct(ctx: Context, op: Operation, variant: Any) -> None:
+    """Two sessions created in the same second get distinct ids, and both work."""
+    with ctx.target.frozen_clock():
+        first, token_a, _ = _issue(ctx, op, False)
+        second, token_b, _ = _issue(ctx, op, False)
+    _expect_success("ids.distinct", op, "the first session is created", first)
+    _expect_success("ids.distinct", op, "the second session is created", second)
+    assert token_a is not None and token_b is not None
+    if token_a.id == token_b.id:
+        raise fail(
+            "ids.distinct",
+            op,
+            "sessions created in the same second get distinct ids",
+            "two different ids",
+            second,
+            f"both have id {token_a.id}",
+        )
+    for token in (token_a, token_b):
+        alive = ctx.session_alive(token.value)
+        body = alive.json if isinstance(alive.json, dict) else {}
+        if alive.status != 200 or body.get("id") != token.id:
+            raise fail(
+                "ids.distinct",
+                op,
+                "each token reads back its own session",
+                f"200 with id {token.id}",
+                alive,
+            )

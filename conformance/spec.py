@@ -1,0 +1,266 @@
+"""The spec as the suite sees it: operations with their `x-` policies, and response schemas.
+
+Everything the suite checks is derived from `openapi/sessions.yaml`; this module is the
+only place that reads it::
+
+    spec = load_spec()
+    op = spec.operation("getSelfSessions")
+    op.scope, op.kill_switches, op.rate_limit
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPEC_NAME = "sessions.yaml"
+CONTROL_SPEC_NAME = "control.yaml"
+BROWSER_SESSION_ONLY = "BROWSER_SESSION_ONLY"
+
+
+def spec_dir() -> Path:
+    """Where the YAML lives: inside the installed package, else the checkout's `openapi/`."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "openapi", here.parent / "openapi"):
+        if (candidate / SPEC_NAME).is_file():
+            return candidate
+    raise FileNotFoundError(f"{SPEC_NAME} not found beside {here}")
+
+
+def spec_path(name: str = SPEC_NAME) -> Path:
+    return spec_dir() / name
+
+
+def _resolve(node: Any, root: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """Inline every local `$ref`; the spec has no recursive schemas."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            if ref in seen:
+                raise ValueError(f"recursive $ref {ref}")
+            target: Any = root
+            for part in ref[2:].split("/"):
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+            merged = {k: v for k, v in node.items() if k != "$ref"}
+            resolved = _resolve(target, root, (*seen, ref))
+            return {**resolved, **merged} if merged else resolved
+        return {k: _resolve(v, root, seen) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, root, seen) for v in node]
+    return node
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    limit: int
+    window: int
+    ignore_statuses: tuple[int, ...] = ()
+    skip_second_factor_answers: bool = False
+
+    @classmethod
+    def from_spec(cls, data: dict[str, Any] | None) -> RateLimit | None:
+        if not data:
+            return None
+        return cls(
+            limit=int(data["limit"]),
+            window=int(data["window"]),
+            ignore_statuses=tuple(int(s) for s in data.get("ignoreStatuses", ())),
+            skip_second_factor_answers=bool(data.get("skipSecondFactorAnswers", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    location: str
+    required: bool
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation and its declared policies."""
+
+    id: str
+    method: str
+    path: str
+    authentication: str
+    scope: str | None
+    staff_only: bool
+    kill_switches: tuple[str, ...]
+    rate_limit: RateLimit | None
+    reverification: str
+    parameters: tuple[Parameter, ...]
+    body_schema: dict[str, Any] | None
+    body_required: bool
+    responses: dict[str, dict[str, Any]] = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.method} {self.path})"
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def param(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+    def params_in(self, location: str) -> list[Parameter]:
+        return [p for p in self.parameters if p.location == location]
+
+    @property
+    def statuses(self) -> set[int]:
+        return {int(s) for s in self.responses if s.isdigit()}
+
+    @property
+    def success_status(self) -> int:
+        return min(s for s in self.statuses if 200 <= s < 300)
+
+    def response(self, status: int) -> dict[str, Any] | None:
+        return self.responses.get(str(status))
+
+    def response_schema(self, status: int) -> dict[str, Any] | None:
+        response = self.response(status)
+        if response is None:
+            return None
+        media = response.get("content", {}).get("application/json")
+        return None if media is None else media.get("schema")
+
+    def body_properties(self) -> dict[str, Any]:
+        return (self.body_schema or {}).get("properties", {})
+
+    @property
+    def issues_tokens(self) -> bool:
+        """The operation answers a new token and its `exp` (login, scoped sessions)."""
+        schema = self.response_schema(self.success_status) or {}
+        props = schema.get("properties", {})
+        return "token" in props and "exp" in props
+
+    @property
+    def deletes_sessions(self) -> bool:
+        return self.method == "DELETE" and "/sessions" in self.path
+
+    @property
+    def is_self(self) -> bool:
+        return "/users/me/" in self.path
+
+
+@dataclass(frozen=True)
+class Spec:
+    document: dict[str, Any] = field(repr=False)
+    operations: tuple[Operation, ...]
+    permission_flags: dict[str, int]
+    kill_switches: dict[str, int]
+    rate_limits: dict[str, RateLimit]
+    burst: tuple[int, float]
+    policy_order: tuple[str, ...]
+    token_lifetimes: dict[str, int]
+
+    def operation(self, operation_id: str) -> Operation:
+        for op in self.operations:
+            if op.id == operation_id:
+                return op
+        raise KeyError(operation_id)
+
+    @property
+    def global_rate_limit(self) -> RateLimit:
+        return self.rate_limits["global"]
+
+    @functools.cached_property
+    def error_codes(self) -> dict[str, tuple[set[int], str]]:
+        """Every error code the spec documents: the statuses it goes with, and its message."""
+        codes: dict[str, tuple[set[int], str]] = {}
+        for op in self.operations:
+            for status in op.statuses:
+                for schema in _alternatives(op.response_schema(status)):
+                    props = schema.get("properties", {})
+                    code = props.get("code", {}).get("const")
+                    message = props.get("message", {}).get("const")
+                    if isinstance(code, str) and code.endswith("_ERROR"):
+                        statuses, _ = codes.setdefault(code, (set(), message))
+                        statuses.add(status)
+        return codes
+
+    def flag_names(self, mask: int) -> list[str]:
+        return [name for name, bit in self.permission_flags.items() if mask & bit]
+
+
+def _alternatives(schema: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not schema:
+        return []
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            return [alt for sub in schema[key] for alt in _alternatives(sub)]
+    return [schema]
+
+
+def _operation(path: str, method: str, data: dict[str, Any], path_params: list) -> Operation:
+    params: dict[tuple[str, str], Parameter] = {}
+    for raw in [*path_params, *data.get("parameters", [])]:
+        p = Parameter(raw["name"], raw["in"], bool(raw.get("required")), raw.get("schema", {}))
+        params[(p.name, p.location)] = p
+    body = data.get("requestBody")
+    body_schema = None
+    if body:
+        body_schema = body.get("content", {}).get("application/json", {}).get("schema")
+    return Operation(
+        id=data["operationId"],
+        method=method.upper(),
+        path=path,
+        authentication=data.get("x-authentication", "required"),
+        scope=data.get("x-scope"),
+        staff_only=bool(data.get("x-staff-only", False)),
+        kill_switches=tuple(data.get("x-kill-switches") or ()),
+        rate_limit=RateLimit.from_spec(data.get("x-rate-limit")),
+        reverification=data.get("x-identity-reverification", "none"),
+        parameters=tuple(params.values()),
+        body_schema=body_schema,
+        body_required=bool(body and body.get("required")),
+        responses=data.get("responses", {}),
+    )
+
+
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def parse_spec(raw: dict[str, Any]) -> Spec:
+    document = _resolve(copy.deepcopy(raw), raw)
+    operations = []
+    for path, item in document.get("paths", {}).items():
+        for method in METHODS:
+            if method in item:
+                operations.append(
+                    _operation(path, method, item[method], item.get("parameters", []))
+                )
+    components = document.get("components", {})
+    limits = {
+        name: RateLimit.from_spec(value)
+        for name, value in components.get("x-rate-limits", {}).items()
+        if name != "burst"
+    }
+    burst = components.get("x-rate-limits", {}).get("burst", {"limit": 3, "window": 1})
+    return Spec(
+        document=document,
+        operations=tuple(operations),
+        permission_flags=dict(components.get("x-permission-flags", {})),
+        kill_switches=dict(components.get("x-kill-switches", {})),
+        rate_limits={k: v for k, v in limits.items() if v is not None},
+        burst=(int(burst["limit"]), float(burst["window"])),
+        policy_order=tuple(components.get("x-policy-order", ())),
+        token_lifetimes=dict(components.get("x-token-lifetimes", {})),
+    )
+
+
+def load_raw(name: str = SPEC_NAME) -> dict[str, Any]:
+    with spec_path(name).open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+@functools.cache
+def load_spec() -> Spec:
+    return parse_spec(load_raw())
