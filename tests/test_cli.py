@@ -30,7 +30,7 @@ def free_port() -> int:
 def start_mock(*args: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mockserver", "--port", str(port), "--quiet", *args],
+        [sys.executable, "-m", "mockserver", "--port", str(port), "--quiet", "--strict", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

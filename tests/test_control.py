@@ -154,3 +154,32 @@ def test_no_control_removes_the_control_api(clock) -> None:  # type: ignore[no-u
     app = create_app({"CLOCK": clock, "CONTROL": False})
     response = app.test_client().post("/_mock/reset")
     assert response.status_code == 404
+
+
+def test_control_answers_match_control_yaml(app: Flask, api: Api) -> None:
+    """Every control endpoint's answer is valid against openapi/control.yaml."""
+    from openapi_core import OpenAPI
+    from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from mockserver.spec import spec_dir
+
+    spec = OpenAPI.from_file_path(str(spec_dir() / "control.yaml"))
+    api.login()
+    calls = [
+        ("GET", "/_mock/users", None), ("POST", "/_mock/users", {"username": "hal", "password": "p"}),
+        ("GET", "/_mock/killswitches", None), ("PUT", "/_mock/killswitches/1", {"state": True}),
+        ("GET", "/_mock/clock", None), ("POST", "/_mock/clock", {"advance": 1}),
+        ("GET", "/_mock/ratelimits", None), ("GET", "/_mock/requests", None),
+        ("DELETE", "/_mock/requests", None), ("DELETE", "/_mock/ratelimits", None),
+        ("POST", "/_mock/users", {"username": "hal", "password": "p"}), ("POST", "/_mock/reset", None),
+    ]  # fmt: skip
+    client = app.test_client()
+    for method, path, body in calls:
+        response = client.open(path, method=method, json=body)
+        environ = EnvironBuilder(
+            method=method, path=path, base_url="http://localhost/", json=body
+        ).get_environ()
+        request = WerkzeugOpenAPIRequest(Request(environ))
+        spec.validate_response(request, WerkzeugOpenAPIResponse(response))
