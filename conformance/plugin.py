@@ -264,6 +264,8 @@ def pytest_collection_modifyitems(
         )
     try:
         run.target = Target.connect(run.settings(), load_spec())
+        examples = config.option.conformance_examples or (6 if run.target.is_mock else 25)
+        run.target.settings_examples = examples
     except TargetError as exc:
         pytest.exit(f"conformance: cannot judge {config.option.base_url}: {exc}", returncode=3)
 
@@ -537,6 +539,12 @@ def run_case(ctx: Any, case: Case) -> None:
     finally:
         if flips:
             ctx.set_switch(ctx.spare_switch(), False)
+
+
+def run_case_errors(ctx: Any, op: Operation) -> None:
+    """Skip an operation whose valid requests would flip kill switches on a real target."""
+    if flips_switches(op) and not ctx.target.is_mock and not ctx.target.settings.allow_kill_switches:
+        pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
 
 
 def flips_switches(op: Operation) -> bool:

@@ -157,6 +157,7 @@ class Target:
     control: Control | None
     accounts: dict[str, Account] = field(default_factory=dict)
     version: str | None = None
+    settings_examples: int = 6
 
     @property
     def is_mock(self) -> bool:

@@ -167,13 +167,14 @@ def test_control_answers_match_control_yaml(app: Flask, api: Api) -> None:
 
     spec = OpenAPI.from_file_path(str(spec_dir() / "control.yaml"))
     api.login()
+    HAL = {"username": "hal", "password": "p"}  # noqa: N806
     calls = [
-        ("GET", "/_mock/users", None), ("POST", "/_mock/users", {"username": "hal", "password": "p"}),
+        ("GET", "/_mock/users", None), ("POST", "/_mock/users", HAL),
         ("GET", "/_mock/killswitches", None), ("PUT", "/_mock/killswitches/1", {"state": True}),
         ("GET", "/_mock/clock", None), ("POST", "/_mock/clock", {"advance": 1}),
         ("GET", "/_mock/ratelimits", None), ("GET", "/_mock/requests", None),
         ("DELETE", "/_mock/requests", None), ("DELETE", "/_mock/ratelimits", None),
-        ("POST", "/_mock/users", {"username": "hal", "password": "p"}), ("POST", "/_mock/reset", None),
+        ("POST", "/_mock/users", HAL), ("POST", "/_mock/reset", None),
     ]  # fmt: skip
     client = app.test_client()
     for method, path, body in calls:
