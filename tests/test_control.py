@@ -167,7 +167,7 @@ def test_control_answers_match_control_yaml(app: Flask, api: Api) -> None:
 
     spec = OpenAPI.from_file_path(str(spec_dir() / "control.yaml"))
     api.login()
-    HAL = {"username": "hal", "password": "p"}  # noqa: N806
+    HAL = {"username": "hal", "password": "p"}
     calls = [
         ("GET", "/_mock/users", None), ("POST", "/_mock/users", HAL),
         ("GET", "/_mock/killswitches", None), ("PUT", "/_mock/killswitches/1", {"state": True}),
