@@ -116,7 +116,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="conformance_examples",
         type=int,
         default=int(os.environ.get("CUMULONIMBUS_EXAMPLES", "0") or 0),
-        help="generated requests per operation and mode (default: 6 on the mock, 25 elsewhere)",
+        help="generated requests per operation and mode (default: 10 on the mock, 25 elsewhere)",
     )
 
 
@@ -264,7 +264,7 @@ def pytest_collection_modifyitems(
         )
     try:
         run.target = Target.connect(run.settings(), load_spec())
-        examples = config.option.conformance_examples or (6 if run.target.is_mock else 25)
+        examples = config.option.conformance_examples or (10 if run.target.is_mock else 25)
         run.target.settings_examples = examples
     except TargetError as exc:
         pytest.exit(f"conformance: cannot judge {config.option.base_url}: {exc}", returncode=3)
@@ -543,7 +543,11 @@ def run_case(ctx: Any, case: Case) -> None:
 
 def run_case_errors(ctx: Any, op: Operation) -> None:
     """Skip an operation whose valid requests would flip kill switches on a real target."""
-    if flips_switches(op) and not ctx.target.is_mock and not ctx.target.settings.allow_kill_switches:
+    if (
+        flips_switches(op)
+        and not ctx.target.is_mock
+        and not ctx.target.settings.allow_kill_switches
+    ):
         pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
 
 

@@ -1,0 +1,165 @@
+"""Generated requests (Schemathesis v4 + Hypothesis) for every operation, valid and invalid,
+sent with a cached session of the account the operation is meant for; each response is
+judged by Schemathesis's schema checks and by the suite's own response checks."""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase
+from requests.structures import CaseInsensitiveDict
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from conformance.client import Exchange, progress
+from conformance.plugin import run_case_errors
+from conformance.registry import CheckFailure, all_checks
+from conformance.spec import load_raw, load_spec
+
+SCHEMATHESIS_CHECKS = {
+    "positive": [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+    ],
+    "negative": [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        negative_data_rejection,
+    ],
+}
+
+
+@functools.cache
+def st_schema() -> Any:
+    return schemathesis.openapi.from_dict(load_raw())
+
+
+def _params() -> list[Any]:
+    params = []
+    for op in load_spec().operations:
+        # Without parameters or a body there is nothing to make invalid.
+        modes = ("positive", "negative") if op.parameters or op.body_schema else ("positive",)
+        for mode in modes:
+            check_id = f"fuzz.{mode}"
+            params.append(
+                pytest.param(
+                    op.id,
+                    mode,
+                    id=f"{check_id}-{op.id}",
+                    marks=pytest.mark.conformance(check_id, op.id),
+                )
+            )
+    return params
+
+
+def _exchange(response: Any) -> Exchange:
+    request = response.request
+    body = request.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    return Exchange(
+        method=str(request.method),
+        url=str(request.url),
+        request_headers=dict(request.headers),
+        request_body=body,
+        status=response.status_code,
+        headers=CaseInsensitiveDict(
+            {k: ", ".join(v) if isinstance(v, list) else v for k, v in response.headers.items()}
+        ),
+        text=response.text,
+    )
+
+
+def _unknown_path(op: Any, case: Any, exchange: Exchange) -> bool:
+    if exchange.status != 404 or exchange.code != "INVALID_ENDPOINT_ERROR":
+        return False
+    for param in op.params_in("path"):
+        pattern = param.schema.get("pattern")
+        value = str((case.path_parameters or {}).get(param.name, ""))
+        if pattern and not re.search(pattern, value):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(("operation_id", "mode"), _params())
+def test_generated(conformance_context: Any, operation_id: str, mode: str) -> None:
+    ctx = conformance_context
+    op = load_spec().operation(operation_id)
+    run_case_errors(ctx, op)
+    operation = st_schema()[op.path][op.method]
+    strategy = operation.as_strategy(
+        generation_mode=GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
+    )
+    response_checks = [
+        c
+        for c in all_checks()
+        if c.kind == "response" and c.id not in ("schema.status", "schema.body")
+    ]
+    examples = ctx.target.settings_examples
+    actor = ctx.default_actor(op)
+    client = ctx.client
+    base_url = client.base_url
+
+    @hypothesis.settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @hypothesis.given(case=strategy)
+    def run(case: Any) -> None:
+        token = ctx.browser(actor).value if actor is not None else None
+        if token is not None:
+            case.headers = {**(case.headers or {}), "Authorization": token}
+        extra = {"X-Forwarded-For": client.fresh_ip()} if client.rotate_ips else {}
+        for _attempt in range(4):
+            if not client.rotate_ips:
+                client._pace(op.path, token, case.body if isinstance(case.body, dict) else None)
+            response = case.call(base_url=base_url, headers=extra, session=client.session)
+            if response.status_code != 429 or client.rotate_ips:
+                break
+            reset = response.headers.get("RateLimit-Reset", ["1"])
+            value = reset[0] if isinstance(reset, list) else reset
+            wait = float(value) + 0.1 if str(value).isdigit() else 1.0
+            if wait > 5:
+                progress(f"rate limited during generated requests; waiting {wait:.0f}s")
+            time.sleep(wait)
+        if op.deletes_sessions and response.status_code == 200:
+            ctx.forget(None)
+        exchange = _exchange(response)
+        # The spec decides that a path parameter outside its pattern is an unknown path
+        # (404 INVALID_ENDPOINT_ERROR), which the operation's own 404 may not list.
+        unknown_path = _unknown_path(op, case, exchange)
+        if not unknown_path:
+            case.validate_response(response, checks=SCHEMATHESIS_CHECKS[mode])
+        for chk in response_checks:
+            if unknown_path and chk.group not in ("headers", "schema"):
+                continue
+            try:
+                chk.func(ctx, op, exchange)
+            except CheckFailure as failure:
+                raise AssertionError(failure.render()) from None
+
+    run()
