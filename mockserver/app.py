@@ -161,7 +161,12 @@ def client_ip() -> str:
 
 
 def _read_body() -> dict[str, Any]:
-    """The JSON body as an object; anything else counts as an empty body (fields missing)."""
+    """The JSON body as an object; anything else counts as an empty body (fields missing).
+
+    Like the real service's JSON parser, a body that is not sent as JSON is not read.
+    """
+    if "json" not in (request.mimetype or ""):
+        return {}
     raw = request.get_data(cache=True)
     if not raw:
         return {}

@@ -61,3 +61,63 @@ def test_body_over_one_megabyte_is_a_json_error(api: Api) -> None:
         "POST", "/login", data="x" * (1024 * 1024 + 1), content_type="application/json"
     )
     assert_error(response, 413, "BODY_TOO_LARGE_ERROR", "Body Too Large")
+
+
+HOSTILE_BODIES = {
+    "invalid-utf8": (b'\xff\xfe{"username":"a"}', "application/json"),
+    "deep-nesting": ("[" * 100000 + "]" * 100000, "application/json"),
+    "not-json-content-type": ('{"username":"alice","password":"password"}', "text/plain"),
+    "json-array": ('[{"username":"alice","password":"password"}]', "application/json"),
+    "null": ("null", "application/json"),
+    "numbers-as-strings": (
+        '{"username":"alice","password":"password","rememberMe":"1"}',
+        "application/json",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_BODIES)
+def test_hostile_login_bodies_get_a_json_400(api: Api, name: str) -> None:
+    data, content_type = HOSTILE_BODIES[name]
+    response = api.call("POST", "/login", data=data, content_type=content_type)
+    assert response.status_code == 400
+    assert response.json["code"] == "MISSING_FIELDS_ERROR"
+
+
+def test_duplicate_keys_take_the_last_value(api: Api) -> None:
+    body = '{"username":"alice","password":"wrong","password":"password"}'
+    assert api.call("POST", "/login", data=body, content_type="application/json").status_code == 201
+
+
+def test_ten_thousand_ids_are_body_too_large(api: Api) -> None:
+    response = api.call("DELETE", "/users/me/sessions", api.login(), json={"ids": ["1"] * 10000})
+    assert_error(response, 400, "BODY_TOO_LARGE_ERROR", "Body Too Large")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/users/me/sessions/%2F..%2F",
+        "/users/me/sessions/\uff4d\uff45",
+        "/users/me/sessions/" + "1" * 5000,
+    ],
+    ids=["encoded-slash", "unicode", "long"],
+)
+def test_odd_path_segments_are_404_invalid_endpoint(api: Api, path: str) -> None:
+    response = api.call("GET", path, api.login())
+    assert_error(response, 404, "INVALID_ENDPOINT_ERROR", "Invalid Endpoint")
+
+
+def test_huge_and_repeated_query_parameters_are_400(api: Api) -> None:
+    response = api.call(
+        "GET", "/users/me/sessions?limit=1&limit=2&offset=" + "9" * 5000, api.login()
+    )
+    assert_error(response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["offset"])
+
+
+def test_permission_flags_beyond_32_bits_are_refused(api: Api) -> None:
+    body = {"name": "x", "permissionFlags": 2**40, "password": "password"}
+    response = api.call("POST", "/users/me/sessions", api.login(), json=body)
+    assert_error(
+        response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["permissionFlags"]
+    )
