@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "ISSUER": "localhost",
     "CLOCK": None,
+    "STATE_FILE": None,  # keep users, sessions, switches and the key on disk
+    "STATE_INTERVAL": 0.5,
 }
 
 
@@ -68,6 +70,7 @@ class MockState:
     strict: bool
     journal: deque[dict[str, Any]]
     journal_lock: threading.Lock = field(default_factory=threading.Lock)
+    writer: Any = None  # a persistence.StateWriter with --state
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.journal_lock:
@@ -92,6 +95,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         journal=deque(maxlen=int(app.config["JOURNAL_SIZE"])),
     )
     app.extensions["cumulonimbus"] = state
+    if app.config["STATE_FILE"]:
+        from .persistence import StateFile, StateWriter, restore
+
+        store = StateFile(app.config["STATE_FILE"])
+        restore(backend, store)  # raises StateFileError rather than overwrite a bad file
+        state.writer = StateWriter(backend, store, float(app.config["STATE_INTERVAL"])).start()
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
 
 from .models import SeedUser
@@ -48,6 +50,11 @@ def _serve(argv: list[str]) -> int:
     )
     parser.add_argument("--no-control", action="store_true", help="serve no control API")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="keep users, sessions, kill switches and the signing key in FILE across restarts",
+    )
     args = parser.parse_args(argv)
 
     from werkzeug.serving import make_server
@@ -62,15 +69,23 @@ def _serve(argv: list[str]) -> int:
         except SeedError as error:
             print(f"cumulonimbus-mock: {error}", file=sys.stderr)
             return 2
-    app = create_app(
-        {
-            "SEED_USERS": seed,
-            "STRICT_RESPONSES": args.strict,
-            "CONTROL": not args.no_control,
-            "CONTROL_TOKEN": args.control_token,
-            "ISSUER": args.host,
-        }
-    )
+    from .persistence import StateFileError
+
+    try:
+        app = create_app(
+            {
+                "SEED_USERS": seed,
+                "STRICT_RESPONSES": args.strict,
+                "CONTROL": not args.no_control,
+                "CONTROL_TOKEN": args.control_token,
+                "ISSUER": args.host,
+                "STATE_FILE": args.state,
+            }
+        )
+    except StateFileError as error:
+        print(f"cumulonimbus-mock: {error}", file=sys.stderr)
+        return 2
+    writer = app.extensions["cumulonimbus"].writer
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -92,12 +107,18 @@ def _serve(argv: list[str]) -> int:
             flush=True,
         )
     print("  users:   " + ", ".join(u.username for u in users), flush=True)
+    if args.state:
+        print(f"  state:   {args.state} (users, sessions, switches, signing key)", flush=True)
+    # SIGTERM ends the server like Ctrl-C does, so the state file gets its last write.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        if writer is not None:
+            writer.stop()
     return 0
 
 

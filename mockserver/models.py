@@ -181,6 +181,8 @@ class Backend:
         # The signing key outlives resets, so a restarted mock can keep its tokens valid.
         self.signer = signer or TokenSigner.generate(issuer)
         self.lock = threading.RLock()
+        # Bumped by every change worth persisting; the state file writer watches it.
+        self.revision = getattr(self, "revision", 0) + 1
         self.users: dict[str, User] = {}
         self.kill_switches: dict[int, bool] = {i: False for i in spec.kill_switch_ids.values()}
         self.limiter = RateLimiter(clock, spec.burst_limit, spec.burst_window)
@@ -224,6 +226,7 @@ class Backend:
             backup_codes={hash_backup_code(c) for c in seed.backup_codes},
         )
         self.users[user.id] = user
+        self.revision += 1
         return user
 
     def find_user(self, username: str) -> User | None:
@@ -236,6 +239,7 @@ class Backend:
             if user is None:
                 raise err.UserNotFound()
             del self.users[user.id]
+            self.revision += 1
 
     # Tokens and sessions -----------------------------------------------------------
 
@@ -278,6 +282,7 @@ class Backend:
                 updated_at=now,
             )
             user.sessions[session.id] = session
+            self.revision += 1
             token = self.signer.sign({"sub": user.id, "iat": iat, "exp": session.exp})
             return token, session
 
@@ -299,6 +304,7 @@ class Backend:
         with self.lock:
             self.get_session(user, session_id)
             del user.sessions[session_id]
+            self.revision += 1
 
     def delete_sessions(self, user: User, session_ids: list[str]) -> int:
         with self.lock:
@@ -306,6 +312,7 @@ class Backend:
             doomed = set(session_ids) & set(user.sessions)
             for session_id in doomed:
                 del user.sessions[session_id]
+            self.revision += 1
             return len(doomed)
 
     def delete_all_sessions(self, user: User, keep: str | None = None) -> int:
@@ -362,6 +369,7 @@ class Backend:
                 if digest not in user.backup_codes:
                     raise err.InvalidSecondFactorResponse()
                 user.backup_codes.discard(digest)  # each backup code works once
+                self.revision += 1
             return user
 
     def reverify(self, user: User, body: dict[str, Any]) -> None:
@@ -406,10 +414,72 @@ class Backend:
             if switch not in self.kill_switches:
                 raise err.InvalidEndpoint()
             self.kill_switches[switch] = state
+            self.revision += 1
             return self.kill_switch_list()
 
     def set_all_kill_switches(self, state: bool) -> dict[str, Any]:
         with self.lock:
             for switch in self.kill_switches:
                 self.kill_switches[switch] = state
+            self.revision += 1
             return self.kill_switch_list()
+
+    # Persistence -------------------------------------------------------------------
+
+    SNAPSHOT_VERSION = 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a restarted mock needs to accept the tokens it issued: users,
+        sessions, kill switches and the signing key (not rate-limit buckets or the clock)."""
+        with self.lock:
+            return {
+                "version": self.SNAPSHOT_VERSION,
+                "issuer": self.signer.issuer,
+                "signingKey": self.signer.to_jwk(),
+                "killSwitches": {str(k): v for k, v in self.kill_switches.items()},
+                "users": [
+                    {
+                        "id": u.id,
+                        "username": u.username,
+                        "passwordHash": u.password_hash,
+                        "salt": u.salt,
+                        "staff": u.staff,
+                        "banned": u.banned,
+                        "totpSecret": u.totp_secret,
+                        "backupCodeDigests": sorted(u.backup_codes),
+                        "sessions": [dict(vars(s)) for s in u.sessions.values()],
+                    }
+                    for u in self.users.values()
+                ],
+            }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Replace the state with a snapshot; raises ValueError if it is not one."""
+        if not isinstance(data, dict) or data.get("version") != self.SNAPSHOT_VERSION:
+            raise ValueError(f"not a version {self.SNAPSHOT_VERSION} state snapshot")
+        try:
+            signer = TokenSigner.from_jwk(data["signingKey"], str(data["issuer"]))
+            switches = {int(k): bool(v) for k, v in data["killSwitches"].items()}
+            users: dict[str, User] = {}
+            for raw in data["users"]:
+                user = User(
+                    id=str(raw["id"]),
+                    username=str(raw["username"]),
+                    password_hash=str(raw["passwordHash"]),
+                    salt=str(raw["salt"]),
+                    staff=bool(raw["staff"]),
+                    banned=bool(raw["banned"]),
+                    totp_secret=raw["totpSecret"],
+                    backup_codes=set(raw["backupCodeDigests"]),
+                )
+                for session in raw["sessions"]:
+                    restored = Session(**session)
+                    user.sessions[restored.id] = restored
+                users[user.id] = user
+        except Exception as error:  # any shape of bad data is the same clear refusal
+            raise ValueError(f"state snapshot is incomplete or malformed: {error!r}") from error
+        if set(switches) != set(self.kill_switches):
+            raise ValueError("state snapshot has the wrong kill switches")
+        with self.lock:
+            self.signer, self.users, self.kill_switches = signer, users, switches
+            self.revision += 1
