@@ -301,8 +301,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if call.excinfo is not None and isinstance(call.excinfo.value, CheckFailure):
-        report.user_properties.append(("conformance_failure", call.excinfo.value.as_dict()))
+    if call.excinfo is not None:
+        value = call.excinfo.value
+        details = (
+            value.as_dict()
+            if isinstance(value, CheckFailure)
+            else getattr(value, "conformance", None)
+        )
+        if details:
+            report.user_properties.append(("conformance_failure", details))
     identity = _item_identity(item)
     if identity is not None:
         report.user_properties.append(("conformance_check", identity[0]))
@@ -535,7 +542,10 @@ def run_case(ctx: Any, case: Case) -> None:
         else:
             chk.func(ctx, op, case.variant)
     except CheckFailure as failure:
-        raise failure from None
+        # The rule, the evidence and the curl line say it all; a traceback would not help.
+        exc = pytest.fail.Exception(failure.render(), pytrace=False)
+        exc.conformance = failure.as_dict()  # type: ignore[attr-defined]
+        raise exc from None
     finally:
         if flips:
             ctx.set_switch(ctx.spare_switch(), False)

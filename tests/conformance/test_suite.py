@@ -1,0 +1,128 @@
+"""The suite as a whole: passes against the mock, fails once and clearly on a wrong
+target, honours known deviations, runs with --pyargs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conformance.harness import REPO, Broken, run_suite, serve
+from tests.conformance.test_breakages import oldest_first
+
+
+def test_passes_against_the_mock(mock_app: Any, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with serve(mock_app) as base_url:
+        result = run_suite(base_url, tmp_path)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, str(result)
+    assert "no failed check cases" in result.output
+    assert "FAIL" not in result.report
+    assert "| getSelfSessions | pass |" in result.report
+    assert elapsed < 120, f"the suite took {elapsed:.0f}s against the mock"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_target_that_is_down_is_one_clear_error(tmp_path: Path) -> None:
+    result = run_suite(f"http://127.0.0.1:{_free_port()}/api", tmp_path)
+    assert result.returncode == 3, str(result)
+    assert "cannot judge" in result.output and "does not answer" in result.output
+    assert "failed" not in result.output
+
+
+def test_a_wrong_url_is_one_clear_error(mock_app: Any, tmp_path: Path) -> None:
+    with serve(mock_app) as base_url:
+        result = run_suite(base_url.replace("/api", "/nothing-here"), tmp_path)
+    assert result.returncode == 3, str(result)
+    assert "does not look like the Cumulonimbus API root" in result.output
+
+
+def test_a_known_deviation_is_an_expected_failure(mock_app: Any, tmp_path: Path) -> None:
+    deviations = tmp_path / "deviations.yaml"
+    deviations.write_text(
+        "- check: paging.order\n"
+        "  operation: getUserSessions\n"
+        "  reason: issue 99, lists oldest first\n"
+    )
+    with serve(Broken(mock_app, response=oldest_first)) as base_url:
+        result = run_suite(
+            base_url,
+            tmp_path,
+            "-k",
+            "paging.order-getUserSessions",
+            "--known-deviations",
+            str(deviations),
+        )
+    assert result.returncode == 0, str(result)
+    assert "xfail" in result.report
+    assert "still happens: `paging.order` on `getUserSessions`" in result.report
+
+
+def test_a_known_deviation_that_no_longer_happens_is_reported(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    deviations = tmp_path / "deviations.yaml"
+    deviations.write_text(
+        "- check: paging.order\n  operation: getUserSessions\n  reason: issue 99\n"
+    )
+    with serve(mock_app) as base_url:
+        result = run_suite(
+            base_url,
+            tmp_path,
+            "-k",
+            "paging.order-getUserSessions",
+            "--known-deviations",
+            str(deviations),
+        )
+    assert result.returncode == 0, str(result)
+    assert "known deviation no longer happens: paging.order on getUserSessions" in result.output
+    assert "**no longer happens**" in result.report
+
+
+def test_runs_with_pyargs(mock_app: Any, tmp_path: Path) -> None:
+    with serve(mock_app) as base_url:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--pyargs",
+                "conformance",
+                "--base-url",
+                base_url,
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "-k",
+                "getHello",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "conformance summary" in done.stdout
+
+
+def test_without_base_url_says_how_to_give_one(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "conformance"), "-p", "no:cacheprovider", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "--base-url" in done.stdout + done.stderr

@@ -1,0 +1,76 @@
+"""Unit tests of the suite's pieces that need no server."""
+
+from __future__ import annotations
+
+import collections
+
+from conformance.client import Exchange, Pacer, token_claims
+from conformance.plugin import cases
+from conformance.registry import CheckFailure
+from conformance.spec import load_spec
+from conformance.target import control_root, totp
+
+
+def test_totp_matches_rfc_6238() -> None:
+    # RFC 6238 appendix B, SHA-1, T = 59 s: 94287082 (8 digits).
+    assert totp("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", 59) == "287082"
+
+
+def test_control_api_sits_beside_the_api() -> None:
+    assert control_root("http://127.0.0.1:8000/api") == "http://127.0.0.1:8000/_mock"
+    assert control_root("https://h.example/x/api/") == "https://h.example/x/_mock"
+
+
+def test_pacer_waits_for_the_oldest_of_the_last_three() -> None:
+    pacer = Pacer()
+    key = (("route",), 3, 1.0)
+    for t in (0.0, 0.1, 0.2):
+        pacer._sent[key[0]].append(t)
+    assert pacer.delay([key], 0.5) == 0.5
+    assert pacer.delay([key], 1.05) == 0
+
+
+def test_token_claims_reads_the_payload() -> None:
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxNjQ3MDE1MDI4NjI2IiwiaWF0IjoxfQ.c2ln"
+    assert token_claims(token) == {"sub": "1647015028626", "iat": 1}
+    assert token_claims("garbage") == {}
+
+
+def test_curl_reproduces_the_request() -> None:
+    exchange = Exchange(
+        "DELETE",
+        "http://h/api/users/me/sessions",
+        {"Authorization": "t.o.k", "User-Agent": "x"},
+        '{"ids": ["me"]}',
+        200,
+        collections.defaultdict(str),
+        "{}",  # type: ignore[arg-type]
+    )
+    assert exchange.curl() == (
+        "curl -i -X DELETE http://h/api/users/me/sessions -H 'Authorization: t.o.k' "
+        '--data-raw \'{"ids": ["me"]}\''
+    )
+
+
+def test_a_failure_names_check_operation_expectation_and_curl() -> None:
+    text = CheckFailure(
+        "scope.denied", "getSelfSessions (GET /x)", "rule", "403", "200 {}", "curl x"
+    ).render()
+    assert text.splitlines() == [
+        "[scope.denied] getSelfSessions (GET /x): rule",
+        "  expected: 403",
+        "  actual:   200 {}",
+        "  reproduce: curl x",
+    ]
+
+
+def test_checks_follow_the_spec_policies() -> None:
+    spec = load_spec()
+    found = {(c.check.id, c.op.id) for c in cases("scenario")}
+    staff_ops = {op.id for op in spec.operations if op.staff_only}
+    assert {op for check, op in found if check == "staff.non-staff"} == staff_ops
+    switched = {op.id for op in spec.operations if op.kill_switches}
+    assert {op for check, op in found if check == "killswitch.operation"} == switched
+    assert ("scope.browser-only", "createScopedSession") in found
+    assert ("ratelimit.login-404-not-counted", "login") in found
+    assert not any(check == "scope.denied" and op == "login" for check, op in found)
