@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The official JS client that tests/clients drives; installed once per lock file.
+NPM_STAMP := clients/js/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -18,6 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(NPM_STAMP): clients/js/package.json clients/js/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix clients/js --no-audit --no-fund && touch $@; \
+	else echo "npm not found: the JS client tests will be skipped (they fail when CI is set)"; fi
+
 serve: $(STAMP)
 	$(BIN)/cumulonimbus-mock --host $(HOST) --port $(PORT)
 
@@ -26,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) $(NPM_STAMP) lint
 	$(BIN)/pytest
 
 fmt: $(STAMP)
@@ -34,4 +41,4 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules
