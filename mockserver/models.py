@@ -95,6 +95,9 @@ class User:
     totp_secret: str | None
     backup_codes: set[str]  # SHA-512 hex digests
     sessions: dict[str, Session] = field(default_factory=dict)
+    # The newest session id ever issued: ids are never reused, or a new session could
+    # bring a revoked token (same sub, iat and exp) back to life.
+    last_session_id: int = 0
 
     @property
     def has_second_factor(self) -> bool:
@@ -267,10 +270,10 @@ class Backend:
         with self.lock:
             self._prune_sessions(user)
             now = self.clock.now()
-            # The session id is the token's iat; two sessions of one second still differ.
-            iat = int(now)
-            while str(iat) in user.sessions:
-                iat += 1
+            # The session id is the token's iat; two sessions of one second still differ,
+            # and an id is never issued twice, even after its session was deleted.
+            iat = max(int(now), user.last_session_id + 1)
+            user.last_session_id = iat
             lifetime = self.spec.lifetimes["long" if long_lived else "default"]
             session = Session(
                 id=str(iat),
@@ -447,6 +450,7 @@ class Backend:
                         "banned": u.banned,
                         "totpSecret": u.totp_secret,
                         "backupCodeDigests": sorted(u.backup_codes),
+                        "lastSessionId": u.last_session_id,
                         "sessions": [dict(vars(s)) for s in u.sessions.values()],
                     }
                     for u in self.users.values()
@@ -471,6 +475,7 @@ class Backend:
                     banned=bool(raw["banned"]),
                     totp_secret=raw["totpSecret"],
                     backup_codes=set(raw["backupCodeDigests"]),
+                    last_session_id=int(raw["lastSessionId"]),
                 )
                 for session in raw["sessions"]:
                     restored = Session(**session)

@@ -113,3 +113,33 @@ def test_banned_users_token_is_403(api: Api, backend: Backend) -> None:
     token = api.login()
     backend.find_user("alice").banned = True  # type: ignore[union-attr]
     assert_error(api.call("GET", "/users/me/sessions", token), 403, "BANNED_ERROR", "Banned")
+
+
+def test_a_revoked_tokens_id_is_never_issued_again(api: Api) -> None:
+    """Two logins in one second, the second deleted, then a third login in that same
+    second: reusing the freed id would make the revoked token valid again."""
+    api.pace = 0
+    api.login()
+    revoked = api.login()
+    assert api.call("DELETE", "/users/me/sessions/me", revoked).status_code == 200
+    api.fresh_ip().login()
+    assert_anonymous(api, revoked)
+
+
+def test_hs256_signed_with_the_public_key_is_anonymous(api: Api, backend: Backend) -> None:
+    public = backend.signer.key.as_pem(private=False)
+    head = _b64({"alg": "HS256", "typ": "JWT"})
+    body = _b64(_claims(api.login()))
+    import hashlib
+    import hmac
+
+    signature = hmac.new(public, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    sig = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    assert_anonymous(api, f"{head}.{body}.{sig}")
+
+
+def test_iat_in_the_future_is_anonymous(api: Api, backend: Backend) -> None:
+    claims = _claims(api.login())
+    claims["iat"] += 3600
+    claims["exp"] += 3600
+    assert_anonymous(api, backend.signer.sign(claims))
