@@ -169,3 +169,13 @@ def test_control_token_protects_the_served_control_api() -> None:
         assert requests.post(f"{base}/_mock/reset", headers={"X-Mock-Token": "t0k"}, timeout=5).ok
     finally:
         stop(process)
+
+
+def test_the_mock_binds_loopback_by_default_and_says_so() -> None:
+    process, _ = start_mock()
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert "bound to 127.0.0.1 only" in first
+    finally:
+        stop(process)

@@ -121,3 +121,23 @@ def test_permission_flags_beyond_32_bits_are_refused(api: Api) -> None:
     assert_error(
         response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["permissionFlags"]
     )
+
+
+def test_the_413_answer_is_valid_against_the_spec(api: Api, app) -> None:  # type: ignore[no-untyped-def]
+    from openapi_core import OpenAPI
+    from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from mockserver.spec import load_document
+
+    document = {**load_document(), "servers": [{"url": "http://localhost/api"}]}
+    data = "x" * (1024 * 1024 + 1)
+    response = api.call("POST", "/login", data=data, content_type="application/json")
+    environ = EnvironBuilder(
+        method="POST", path="/api/login", base_url="http://localhost/", data=data,
+        content_type="application/json",
+    ).get_environ()  # fmt: skip
+    OpenAPI.from_dict(document).validate_response(
+        WerkzeugOpenAPIRequest(Request(environ)), WerkzeugOpenAPIResponse(response)
+    )
