@@ -109,8 +109,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     if app.config["CONTROL"]:
         from .control import blueprint
+        from .dashboard import blueprint as dashboard
 
         app.register_blueprint(blueprint)
+        app.register_blueprint(dashboard)  # the pages at /_mock/ and /_mock/docs
 
     @app.errorhandler(err.APIError)
     def _api_error(error: err.APIError) -> Response:

@@ -4,6 +4,7 @@ requirement checks that skip on a developer machine but fail in CI."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -84,21 +85,25 @@ class Mock:
         return {user["username"]: user for user in self.call("GET", "/users")["items"]}
 
 
-@pytest.fixture(scope="session")
-def served_mock() -> Iterator[Mock]:
+@contextlib.contextmanager
+def serve_mock(*args: str) -> Iterator[str]:
+    """``python -m mockserver`` in a subprocess on a free port; yields its base URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mockserver", "--port", str(port), "--quiet", "--strict"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "mockserver", "--port", str(port), "--quiet", *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(base + "/api/", process)
-        yield Mock(base)
+        yield base
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def served_mock() -> Iterator[Mock]:
+    with serve_mock("--strict") as base:
+        yield Mock(base)
 
 
 @pytest.fixture
