@@ -21,12 +21,18 @@ HEADER = {"alg": "ES256", "typ": "JWT"}
 SECOND_FACTOR_PURPOSE = "second-factor"
 # Tokens are short; anything this long is junk and not worth parsing.
 MAX_TOKEN_LENGTH = 4096
+# Verified tokens remembered (an ES256 check costs ~0.3 ms); forgotten all at once when full.
+VERIFIED_KEPT = 4096
 
 
 class TokenSigner:
     def __init__(self, key: ECKey, issuer: str) -> None:
         self.key = key
         self.issuer = issuer
+        # token -> its claims (or None): verification is a pure function of the token and
+        # this signer's key. Expiry and revocation are not cached; the session store
+        # decides them on every request.
+        self._verified: dict[str, dict[str, Any] | None] = {}
 
     @classmethod
     def generate(cls, issuer: str) -> TokenSigner:
@@ -49,6 +55,16 @@ class TokenSigner:
         """
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             return None
+        try:
+            claims = self._verified[token]
+        except KeyError:
+            claims = self._verify(token)
+            if len(self._verified) >= VERIFIED_KEPT:
+                self._verified.clear()
+            self._verified[token] = claims
+        return None if claims is None else dict(claims)
+
+    def _verify(self, token: str) -> dict[str, Any] | None:
         try:
             decoded = jwt.decode(token, self.key, algorithms=["ES256"])
         except (JoseError, ValueError, TypeError, KeyError):

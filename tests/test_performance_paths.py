@@ -1,0 +1,214 @@
+"""The mock's fast paths give the same answers as the slow ones they stand in for.
+
+Speed is measured by ``benchmarks/run.py``, never here: these tests only hold each
+shortcut to its reference (openapi-core's request validation, a fresh ES256 check)
+and check that what is remembered or pruned never changes an answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.datastructures import Headers, MultiDict
+
+from mockserver.clock import Clock
+from mockserver.models import Backend, SeedUser
+from mockserver.spec import Operation, Spec, load_spec
+from mockserver.tokens import TokenSigner
+from mockserver.validation import SpecValidator
+
+SPEC = load_spec()
+VALIDATOR = SpecValidator(SPEC.document)
+WITH_BODY = [op for op in SPEC.operations.values() if op.has_body]
+WITH_QUERY = [op for op in SPEC.operations.values() if op.query_params]
+EXAMPLE_ARGS = {"uid": "1647015028626", "sid": "1687067614", "id": "4"}
+FEW = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def concrete_path(op: Operation) -> str:
+    path = op.path
+    for name, value in EXAMPLE_ARGS.items():
+        path = path.replace("{" + name + "}", value)
+    return "/api" + path
+
+
+def property_names(schema: Any, seen: set[str] | None = None) -> set[str]:
+    """Every property name the schema mentions, through $refs and alternatives."""
+    seen = set() if seen is None else seen
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            if schema["$ref"] in seen:
+                return set()
+            seen.add(schema["$ref"])
+            return property_names(SPEC.resolve(schema), seen)
+        names = set(schema.get("properties", {}))
+        for value in schema.values():
+            names |= property_names(value, seen)
+        return names
+    if isinstance(schema, list):
+        return set().union(*(property_names(item, seen) for item in schema)) if schema else set()
+    return set()
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**40), max_value=2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+    | st.sampled_from(["me", "1687067614", "totp", "backup", "password", "a" * 65]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+
+
+def bodies(op: Operation) -> st.SearchStrategy[dict[str, Any]]:
+    schema = op.raw["requestBody"]["content"]["application/json"]["schema"]
+    names = [*sorted(property_names(schema)), "unknown"]
+    second_factor = st.fixed_dictionaries(
+        {},
+        optional={"token": json_values, "type": json_values, "code": json_values},
+    )
+    value = json_values | second_factor | st.lists(st.text(max_size=12), max_size=60)
+    return st.dictionaries(st.sampled_from(names), value, max_size=len(names))
+
+
+@pytest.mark.parametrize("op", WITH_BODY, ids=lambda op: op.operation_id)
+@FEW
+@given(data=st.data())
+def test_body_validation_agrees_with_openapi_core(op: Operation, data: st.DataObject) -> None:
+    body = data.draw(bodies(op))
+    args = (op, concrete_path(op), MultiDict(), Headers(), body)
+    assert VALIDATOR.request_fields(*args) == VALIDATOR.reference_fields(*args)
+
+
+VALID_BODIES = [
+    ("login", {"username": "alice", "password": "password"}),
+    ("login", {"username": "alice", "password": "password", "rememberMe": True}),
+    ("login", {"2fa": {"token": "a.b.c", "type": "totp", "code": "123456"}}),
+    ("login", {"2fa": {"token": "a.b.c", "type": "totp"}, "rememberMe": False}),
+    ("createScopedSession", {"name": "ci", "permissionFlags": 2, "password": "password"}),
+    ("createScopedSession", {"name": "ci", "permissionFlags": "2", "longLived": True}),
+    ("deleteSelfSessions", {"ids": ["me", "1687067614"]}),
+    ("deleteUserSessions", {"ids": []}),
+    ("enableKillSwitch", {"password": "password"}),
+    ("deleteAllUserSessions", {"2fa": {"token": "a.b.c", "type": "backup", "code": "x"}}),
+]
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "body"),
+    VALID_BODIES,
+    ids=[f"{o}-{i}" for i, (o, _) in enumerate(VALID_BODIES)],
+)
+def test_body_validation_agrees_on_near_valid_bodies(operation_id: str, body: Any) -> None:
+    op = SPEC.operations[operation_id]
+    args = (op, concrete_path(op), MultiDict(), Headers(), body)
+    assert VALIDATOR.request_fields(*args) == VALIDATOR.reference_fields(*args)
+
+
+query_values = st.lists(
+    st.sampled_from(["0", "1", "50", "51", "-1", "", " 7", "+3", "1.5", "1e1", "abc", "true"])
+    | st.text(max_size=6),
+    max_size=3,
+)
+
+
+@pytest.mark.parametrize("op", WITH_QUERY, ids=lambda op: op.operation_id)
+@FEW
+@given(data=st.data())
+def test_parameter_validation_agrees_with_openapi_core(op: Operation, data: st.DataObject) -> None:
+    query: MultiDict[str, str] = MultiDict()
+    for name in [*op.query_params, "unknown"]:
+        for value in data.draw(query_values, label=name):
+            query.add(name, value)
+    path = concrete_path(op) + data.draw(st.sampled_from(["", "/"]), label="suffix")
+    args = (op, path, query, Headers({"X-Session-Name": "x"}), {} if op.has_body else None)
+    expected = VALIDATOR.reference_fields(*args)
+    assert VALIDATOR.request_fields(*args) == expected
+    assert VALIDATOR.request_fields(*args) == expected  # the remembered answer, too
+
+
+def test_operations_without_query_parameters_never_report_one() -> None:
+    op = SPEC.operations["getSelfSession"]
+    query = MultiDict([("limit", "nope"), ("offset", "-1")])
+    args = (op, concrete_path(op), query, Headers(), None)
+    assert VALIDATOR.request_fields(*args) == VALIDATOR.reference_fields(*args) == []
+
+
+def test_remembered_parameter_results_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    validator = SpecValidator(SPEC.document)
+    monkeypatch.setattr("mockserver.validation.PARAM_RESULTS_KEPT", 3)
+    op = SPEC.operations["getSelfSessions"]
+    for limit in range(10):
+        query = MultiDict([("limit", str(limit))])
+        validator.request_fields(op, concrete_path(op), query, Headers(), None)
+    assert len(validator._param_results) <= 3
+
+
+# Tokens: a verified token is remembered, but the session store still decides.
+
+
+@pytest.fixture
+def store() -> tuple[Backend, Clock]:
+    clock = Clock(source=lambda: 1_790_000_000.0)
+    spec: Spec = SPEC
+    return Backend(spec, clock, [SeedUser("alice", "password")]), clock
+
+
+def test_remembered_token_of_a_deleted_session_is_refused(store: tuple[Backend, Clock]) -> None:
+    backend, _ = store
+    user = backend.login("alice", "password")
+    token, session = backend.create_session(user, "a", False, None)
+    assert backend.authenticate(token) is not None
+    backend.delete_session(user, session.id)
+    assert backend.authenticate(token) is None
+
+
+def test_remembered_token_of_an_expired_session_is_refused(store: tuple[Backend, Clock]) -> None:
+    backend, clock = store
+    user = backend.login("alice", "password")
+    token, session = backend.create_session(user, "a", False, None)
+    assert backend.authenticate(token) is not None
+    clock.advance(session.exp - clock.now())
+    assert backend.authenticate(token) is None
+
+
+def test_remembered_token_of_a_deleted_user_is_refused(store: tuple[Backend, Clock]) -> None:
+    backend, _ = store
+    user = backend.login("alice", "password")
+    token, _ = backend.create_session(user, "a", False, None)
+    assert backend.authenticate(token) is not None
+    backend.delete_user("alice")
+    assert backend.authenticate(token) is None
+
+
+def test_remembered_claims_cannot_be_changed_by_a_caller() -> None:
+    signer = TokenSigner.generate("localhost")
+    token = signer.sign({"sub": "1", "iat": 1, "exp": 2})
+    claims = signer.verify(token)
+    assert claims is not None
+    claims["sub"] = "2"
+    assert signer.verify(token) == {"sub": "1", "iat": 1, "exp": 2, "iss": "localhost"}
+
+
+def test_another_signers_token_is_refused_even_when_remembered_elsewhere() -> None:
+    first, second = TokenSigner.generate("localhost"), TokenSigner.generate("localhost")
+    token = first.sign({"sub": "1", "iat": 1, "exp": 2})
+    assert first.verify(token) is not None
+    assert second.verify(token) is None
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert first.verify(tampered) is None
+
+
+def test_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mockserver.tokens.VERIFIED_KEPT", 3)
+    signer = TokenSigner.generate("localhost")
+    for i in range(10):
+        assert signer.verify(signer.sign({"sub": "1", "iat": i, "exp": i + 1})) is not None
+    assert len(signer._verified) <= 3
