@@ -268,7 +268,10 @@ class Client:
                 )
             except requests.RequestException as exc:
                 raise TargetUnreachable(f"{method} {url}: {exc}") from exc
-            prepared = dict(response.request.headers)
+            prepared = {
+                name: value.decode() if isinstance(value, bytes) else value
+                for name, value in response.request.headers.items()
+            }
             exchange = Exchange(
                 method=method,
                 url=url,

@@ -280,8 +280,15 @@ class Context:
         *,
         token: str | str | None = "browser",
         subject: Account | None = None,
+        placeholders: bool = False,
     ) -> Call:
-        """A request that a correct server answers with the operation's success status."""
+        """A request that a correct server answers with the operation's success status.
+
+        With `placeholders`, sessions to delete are well-formed unknown ids instead of new
+        sessions: enough for checks that expect a refusal (a server that ignored the rule
+        would answer 404 or 200, either of which fails the check), and it spares the
+        session-creation budget of real deployments.
+        """
         if actor == "default":
             actor = self.default_actor(op)
         assert not isinstance(actor, str)
@@ -291,26 +298,18 @@ class Context:
             token = self.browser(actor).value if actor is not None else None
         call = Call(op, actor, token, subject=subject)
         for param in op.parameters:
-            value = self._param_value(
-                op, param.name, param.location, subject, actor, param.required
-            )
+            value = self._param_value(op, param.name, param.location, subject, placeholders)
             if value is None:
                 continue
             {"path": call.path, "query": call.query, "header": call.headers}[param.location][
                 param.name
             ] = value
         if op.body_schema is not None:
-            call.body = self._body(op, actor, subject)
+            call.body = self._body(op, actor, subject, placeholders)
         return call
 
     def _param_value(
-        self,
-        op: Operation,
-        name: str,
-        location: str,
-        subject: Account,
-        actor: Account | None,
-        required: bool,
+        self, op: Operation, name: str, location: str, subject: Account, placeholders: bool
     ) -> Any:
         if location == "path" and name == "uid":
             if subject.id is None:
@@ -319,7 +318,7 @@ class Context:
         if location == "path" and name == "sid":
             if op.method == "GET":
                 return "me" if op.is_self else self.browser(subject).id
-            return self.disposable(subject).id
+            return UNKNOWN_SID if placeholders else self.disposable(subject).id
         if location == "path" and name == "id":
             return str(self.spare_switch())
         if location == "query" and name == "include-self":
@@ -328,7 +327,9 @@ class Context:
             return "conformance"
         return None
 
-    def _body(self, op: Operation, actor: Account | None, subject: Account) -> dict[str, Any]:
+    def _body(
+        self, op: Operation, actor: Account | None, subject: Account, placeholders: bool
+    ) -> dict[str, Any]:
         schema = op.body_schema or {}
         props = schema.get("properties", {})
         wanted = set(schema.get("required", []))
@@ -346,7 +347,7 @@ class Context:
                 who = subject if op.reverification == "credentials" else actor
                 body[name] = who.password if who else ""
             elif name == "ids":
-                body[name] = [self.disposable(subject).id]
+                body[name] = [UNKNOWN_SID if placeholders else self.disposable(subject).id]
             elif name == "permissionFlags":
                 body[name] = self.spec.permission_flags.get("SESSION_READ", 0)
             elif name == "name":

@@ -337,13 +337,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         message = str(report.longrepr)
     elif report.skipped and isinstance(report.longrepr, tuple):
         message = str(report.longrepr[2])
+    failure = props.get("conformance_failure")
     run.outcomes[report.nodeid] = Outcome(
-        check_id,
-        props["conformance_operation"],
+        str(check_id),
+        str(props["conformance_operation"]),
         report.nodeid,
         outcome,
         message,
-        props.get("conformance_failure"),
+        failure if isinstance(failure, dict) else None,
     )
     for deviation in run.deviations:
         if report.nodeid in deviation.matched and outcome == "xfailed":

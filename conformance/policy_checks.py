@@ -40,7 +40,7 @@ def _expect_success(check_id: str, op: Operation, rule: str, exchange: Exchange)
 )
 def auth_required(ctx: Context, op: Operation, variant: str) -> None:
     """A request without a valid session gets 401 INVALID_SESSION_ERROR."""
-    call = ctx.valid_call(op)
+    call = ctx.valid_call(op, placeholders=True)
     good = call.token or ""
     token = {
         "no-token": None,
@@ -93,7 +93,7 @@ def scope_denied(ctx: Context, op: Operation, variant: Any) -> None:
     mask = sum(bit for name, bit in flags.items() if name not in ("ALL", op.scope))
     actor = _actor(ctx, op)
     token = ctx.scoped(actor, mask)
-    call = ctx.valid_call(op, actor, token=token.value)
+    call = ctx.valid_call(op, actor, token=token.value, placeholders=True)
     exchange = ctx.perform(call)
     ctx.after(call, exchange)
     expect_error(
@@ -136,7 +136,7 @@ def scope_browser_only(ctx: Context, op: Operation, variant: Any) -> None:
 def staff_non_staff(ctx: Context, op: Operation, variant: Any) -> None:
     """A non-staff user gets 403, even on their own user id."""
     user = ctx.account("user")
-    call = ctx.valid_call(op, user, subject=user)
+    call = ctx.valid_call(op, user, subject=user, placeholders=True)
     exchange = ctx.perform(call)
     ctx.after(call, exchange)
     expect_error(
@@ -148,7 +148,7 @@ def staff_non_staff(ctx: Context, op: Operation, variant: Any) -> None:
 def staff_no_second_factor(ctx: Context, op: Operation, variant: Any) -> None:
     """Staff with no second factor enrolled get 401 ENDPOINT_REQUIRES_SECOND_FACTOR_ERROR."""
     plain = ctx.account("staff-plain")
-    call = ctx.valid_call(op, plain)
+    call = ctx.valid_call(op, plain, placeholders=True)
     exchange = ctx.perform(call)
     expect_error(
         "staff.no-second-factor",
@@ -163,7 +163,7 @@ def staff_no_second_factor(ctx: Context, op: Operation, variant: Any) -> None:
 @check("staff.unknown-user", applies=lambda op: op.staff_only and op.param("uid") is not None)
 def staff_unknown_user(ctx: Context, op: Operation, variant: Any) -> None:
     """An unknown uid gets 404 INVALID_USER_ERROR."""
-    call = ctx.valid_call(op, ctx.staff_with_factor())
+    call = ctx.valid_call(op, ctx.staff_with_factor(), placeholders=True)
     call.path["uid"] = UNKNOWN_UID
     exchange = ctx.perform(call)
     expect_error(
@@ -183,10 +183,10 @@ def _reverify_actor(ctx: Context, op: Operation, with_factor: bool) -> Any:
     return ctx.account("user")
 
 
-def _reverify_call(ctx: Context, op: Operation, account: Any) -> Any:
+def _reverify_call(ctx: Context, op: Operation, account: Any, placeholders: bool = False) -> Any:
     if op.reverification == "credentials":
-        return ctx.valid_call(op, subject=account)
-    return ctx.valid_call(op, account)
+        return ctx.valid_call(op, subject=account, placeholders=placeholders)
+    return ctx.valid_call(op, account, placeholders=placeholders)
 
 
 @check(
@@ -194,7 +194,8 @@ def _reverify_call(ctx: Context, op: Operation, account: Any) -> Any:
 )
 def reverify_missing_password(ctx: Context, op: Operation, variant: Any) -> None:
     """Without `password`: 400 MISSING_FIELDS_ERROR naming password."""
-    call = _reverify_call(ctx, op, _reverify_actor(ctx, op, False)).with_body(password=NO_BODY)
+    account = _reverify_actor(ctx, op, False)
+    call = _reverify_call(ctx, op, account, placeholders=True).with_body(password=NO_BODY)
     exchange = ctx.send(call)
     expect_error(
         "reverify.missing-password",
@@ -212,7 +213,8 @@ def reverify_missing_password(ctx: Context, op: Operation, variant: Any) -> None
 )
 def reverify_wrong_password(ctx: Context, op: Operation, variant: Any) -> None:
     """A wrong password: 401 INVALID_PASSWORD_ERROR (404 INVALID_USER_ERROR at login)."""
-    call = _reverify_call(ctx, op, _reverify_actor(ctx, op, False)).with_body(
+    account = _reverify_actor(ctx, op, False)
+    call = _reverify_call(ctx, op, account, placeholders=True).with_body(
         password="wrong-" + "x" * 8
     )
     exchange = ctx.send(call)
@@ -300,8 +302,8 @@ def reverify_challenge(ctx: Context, op: Operation, variant: Any) -> None:
 def _killswitch_call(ctx: Context, op: Operation) -> Any:
     if op.staff_only:
         # Staff bypass kill switches; an anonymous caller does not.
-        return ctx.valid_call(op).replace(token=None, actor=None)
-    return ctx.valid_call(op)
+        return ctx.valid_call(op, placeholders=True).replace(token=None, actor=None)
+    return ctx.valid_call(op, placeholders=True)
 
 
 @check(
@@ -380,7 +382,7 @@ def _pinned(ctx: Context) -> str | None:
 
 
 def _burst_call(ctx: Context, op: Operation) -> Any:
-    return ctx.valid_call(op)
+    return ctx.valid_call(op, placeholders=True)
 
 
 @check("ratelimit.burst")
@@ -569,7 +571,7 @@ def ratelimit_404_not_counted(ctx: Context, op: Operation, variant: Any) -> None
                     miss,
                 )
         hit = _send_paced(ctx, call, ip, 1)[0]
-    if hit.status == 201:
+    if hit.status == 201 and call.subject is not None:
         ctx._token_from(hit, call.subject, None)
     _expect_success(
         "ratelimit.login-404-not-counted",
@@ -761,8 +763,10 @@ def _list(ctx: Context, call: Any, **query: Any) -> Exchange:
 
 def _items(exchange: Exchange) -> tuple[int, list[str]]:
     body = exchange.json if isinstance(exchange.json, dict) else {}
-    items = body.get("items") if isinstance(body.get("items"), list) else []
-    return body.get("count", -1), [i.get("id") for i in items if isinstance(i, dict)]
+    items = body.get("items")
+    if not isinstance(items, list):
+        items = []
+    return body.get("count", -1), [str(i.get("id")) for i in items if isinstance(i, dict)]
 
 
 @check("paging.count", applies=_pages)
@@ -877,6 +881,7 @@ def bulk_count(ctx: Context, op: Operation, variant: Any) -> None:
     """`count` is how many sessions were really deleted; unknown ids are ignored."""
     call = ctx.valid_call(op)
     subject = call.subject
+    assert subject is not None
     a, b = ctx.disposable(subject).id, ctx.disposable(subject).id
     first = ctx.perform(call.with_body(ids=[a, b, UNKNOWN_SID]))
     ctx.after(call, first)

@@ -206,9 +206,7 @@ def probes(ctx: Any, op: Operation) -> list[tuple[str, Exchange]]:
     ctx.after(call, exchange)
     results.append(("valid request", exchange))
     if op.authentication == "required":
-        anonymous = (
-            ctx.valid_call(op, token=None) if not op.staff_only else call.replace(token=None)
-        )
+        anonymous = ctx.valid_call(op, token=None, placeholders=True)
         results.append(("anonymous", ctx.send(anonymous)))
     if op.staff_only:
         user = ctx.account("user")
@@ -216,11 +214,12 @@ def probes(ctx: Any, op: Operation) -> list[tuple[str, Exchange]]:
             ("non-staff", ctx.send(call.replace(token=ctx.browser(user).value, actor=user)))
         )
     if op.body_schema is not None:
-        results.append(("empty body", ctx.send(ctx.valid_call(op).replace(body={}))))
+        empty = ctx.valid_call(op, placeholders=True).replace(body={})
+        results.append(("empty body", ctx.send(empty)))
     elif op.body_schema is None and call.body is NO_BODY:
         ints = [p for p in op.params_in("query") if p.schema.get("type") == "integer"]
         if ints:
-            bad = ctx.valid_call(op)
+            bad = ctx.valid_call(op, placeholders=True)
             bad.query[ints[0].name] = "not-a-number"
             results.append((f"{ints[0].name}=not-a-number", ctx.send(bad)))
     cache[op.id] = results
