@@ -167,9 +167,13 @@
   }
 
   let busy = false;
+  let again = false; // a refresh asked for while one was running runs right after it
 
   async function refresh() {
-    if (busy) return;
+    if (busy) {
+      again = true;
+      return;
+    }
     busy = true;
     try {
       const [clock, switches, users, buckets, journal] = await Promise.all([
@@ -190,6 +194,10 @@
       say(error.message, true);
     } finally {
       busy = false;
+      if (again) {
+        again = false;
+        refresh();
+      }
     }
   }
 
