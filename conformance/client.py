@@ -198,6 +198,7 @@ class Client:
         self.login_route = login_route
         self.pacer = Pacer()
         self.exchanges: list[Exchange] = []
+        self.good_tokens: set[str] = set()
         self._ips = _ips()
         self._ip_lock = threading.Lock()
         self.on_rate_limited = on_rate_limited or self._sleep_for
@@ -218,17 +219,46 @@ class Client:
             url += "?" + urlencode(query)
         return url
 
-    def _pace(self, route: str, token: str | None, body: Any) -> None:
-        who = token_claims(token).get("sub") or ("token" if token else "anonymous")
-        keys = [
-            (("route", route, who), self.burst[0], self.burst[1]),
-            (("identity", who), self.burst[0], self.burst[1]),
-            (("global", who), self.global_limit[0], self.global_limit[1]),
-        ]
+    def _keys(self, route: str, token: str | None, body: Any) -> list[tuple[tuple, int, float]]:
+        # A token the server has not yet accepted may make the request anonymous (bad
+        # signature, revoked): count it against both identities until it is known good.
+        who = token_claims(token).get("sub") or "token" if token else "anonymous"
+        identities = [who] if token is None or token in self.good_tokens else [who, "anonymous"]
+        keys = []
+        for identity in dict.fromkeys(identities):
+            keys += [
+                (("route", route, identity), self.burst[0], self.burst[1]),
+                (("identity", identity), self.burst[0], self.burst[1]),
+                (("global", identity), self.global_limit[0], self.global_limit[1]),
+            ]
         answers_challenge = isinstance(body, dict) and "2fa" in body
         if route == self.login_route and not answers_challenge:
             keys.append((("login",), self.login_budget[0], self.login_budget[1]))
-        self.pacer.acquire(keys, f"{route} as {who}")
+        return keys
+
+    def pace(self, route: str, token: str | None, body: Any, *, wait: bool = True) -> None:
+        """Wait until a request fits every window (or, with wait=False, just count it)."""
+        keys = self._keys(route, token, body)
+        if wait:
+            self.pacer.acquire(keys, f"{route}")
+        else:
+            for key, _limit, _window in keys:
+                self.pacer.record(key)
+
+    def settle(self, route: str, token: str | None, body: Any) -> None:
+        """Wait, without counting, until one more request fits the burst windows (for
+        tests that space their own requests and must not trip over earlier ones)."""
+        keys = [k for k in self._keys(route, token, body) if k[0][0] in ("route", "identity")]
+        while (wait := self.pacer.delay(keys, time.monotonic())) > 0:
+            time.sleep(wait + 0.05)
+
+    def learn(self, token: str | None, status: int) -> None:
+        if token is None:
+            return
+        if status == 401:
+            self.good_tokens.discard(token)
+        elif status != 429:
+            self.good_tokens.add(token)
 
     def request(
         self,
@@ -260,8 +290,8 @@ class Client:
         send_headers.update(headers or {})
         url = self.url(path, query)
         for _attempt in range(5):
-            if pace and not self.rotate_ips:
-                self._pace(route or path, token, json_body)
+            if not self.rotate_ips:
+                self.pace(route or path, token, json_body, wait=pace)
             try:
                 response = self.session.request(
                     method, url, headers=send_headers, data=body, timeout=self.timeout
@@ -282,6 +312,7 @@ class Client:
                 text=response.text,
             )
             self.exchanges.append(exchange)
+            self.learn(token, response.status_code)
             if response.status_code != 429 or not retry_rate_limited:
                 return exchange
             reset = response.headers.get("RateLimit-Reset", "1")

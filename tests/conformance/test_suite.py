@@ -126,3 +126,33 @@ def test_without_base_url_says_how_to_give_one(tmp_path: Path) -> None:
     )
     assert done.returncode == 4, done.stdout + done.stderr
     assert "--base-url" in done.stdout + done.stderr
+
+
+def test_paced_and_tidy_on_a_deployment(mock_app: Any, tmp_path: Path) -> None:
+    """Judged without its control API, the mock is a deployment with real rate limits:
+    the suite must stay under them and delete the sessions it created."""
+    control = mock_app.test_client()
+    with serve(mock_app) as base_url:
+        result = run_suite(
+            base_url,
+            tmp_path,
+            "--no-control",
+            "--cumulonimbus-username",
+            "alice",
+            "--cumulonimbus-password",
+            "password",
+            "--conformance-examples",
+            "3",
+            "-k",
+            "(getHello or auth.required-getSelfSessions or paging.count-getSelfSessions)"
+            " and not burst",
+        )
+    assert result.returncode == 0, str(result)
+    assert "deployment" in result.output
+    journal = control.get("/_mock/requests?limit=1000").get_json()["items"]
+    assert [e for e in journal if e["status"] == 429] == []
+    assert any(e["path"].endswith("/login") and e["status"] == 201 for e in journal)
+    users = {u["username"]: u for u in control.get("/_mock/users").get_json()["items"]}
+    assert users["alice"]["sessions"] == []
+    # Checks that need what only the control API can provide were skipped, not failed.
+    assert "skip" in result.report
