@@ -9,8 +9,11 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := clients/js/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# `make bench`: the mock beside Stoplight Prism (pinned in benchmarks/package.json) under wrk.
+BENCH_NPM_STAMP := benchmarks/node_modules/.installed
+BENCH_ARGS ?=
 
-.PHONY: install serve test lint fmt clean
+.PHONY: install serve test lint fmt clean bench
 
 install: $(STAMP)
 
@@ -36,9 +39,17 @@ lint: $(STAMP)
 test: $(STAMP) $(NPM_STAMP) lint
 	$(BIN)/pytest
 
+bench: $(STAMP) $(BENCH_NPM_STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+$(BENCH_NPM_STAMP): benchmarks/package.json benchmarks/package-lock.json
+	npm ci --prefix benchmarks --no-audit --no-fund && touch $@
+
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules \
+		benchmarks/node_modules
