@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request
 
 from . import exceptions as err
 from .clock import Clock
+from .journal import Journal
 from .models import Backend, SeedUser
 from .policies import Call, run
 from .seed import demo_users
@@ -38,6 +39,7 @@ RATELIMIT_HEADERS = (
     "RateLimit-Skipped",
     "RateLimit-Reason",
 )
+API_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"))
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": (
@@ -59,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "CLOCK": None,
     "STATE_FILE": None,  # keep users, sessions, switches and the key on disk
     "STATE_INTERVAL": 0.5,
+    "REDIS_URL": None,  # share all state with other workers through this Redis
+    "REDIS_PREFIX": "cumulonimbus-mock",
 }
 
 
@@ -68,32 +72,52 @@ class MockState:
     backend: Backend
     validator: SpecValidator
     strict: bool
-    journal: deque[dict[str, Any]]
-    journal_lock: threading.Lock = field(default_factory=threading.Lock)
+    journal: Journal
     writer: Any = None  # a persistence.StateWriter with --state
 
     def record(self, entry: dict[str, Any]) -> None:
-        with self.journal_lock:
-            self.journal.append(entry)
+        self.journal.append(entry)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
+    # /api requests skip Flask's request machinery (see ApiFastPath); the rest is Flask's.
+    app.wsgi_app = ApiFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
     spec = load_spec(app.config["SPEC_PATH"])
     clock = app.config["CLOCK"] or Clock()
     seed = app.config["SEED_USERS"]
+    journal_size = int(app.config["JOURNAL_SIZE"])
+    redis_client, buckets, journal = None, None, Journal(journal_size)
+    if app.config["REDIS_URL"]:
+        if app.config["STATE_FILE"]:
+            raise ValueError("use either a state file or Redis, not both")
+        from .redisstore import RedisBuckets, RedisJournal, connect
+
+        prefix = app.config["REDIS_PREFIX"]
+        redis_client = connect(app.config["REDIS_URL"])
+        buckets = RedisBuckets(redis_client, f"{prefix}:buckets")
+        journal = RedisJournal(redis_client, f"{prefix}:journal", journal_size)
     backend = Backend(
-        spec, clock, demo_users() if seed is None else seed, issuer=app.config["ISSUER"]
+        spec,
+        clock,
+        demo_users() if seed is None else seed,
+        issuer=app.config["ISSUER"],
+        buckets=buckets,
     )
     state = MockState(
         spec=spec,
         backend=backend,
         validator=SpecValidator(spec.document),
         strict=bool(app.config["STRICT_RESPONSES"]),
-        journal=deque(maxlen=int(app.config["JOURNAL_SIZE"])),
+        journal=journal,
     )
+    if redis_client is not None:
+        from .redisstore import RedisSync
+
+        sync = RedisSync(redis_client, backend, app.config["REDIS_PREFIX"])
+        app.wsgi_app = sync.middleware(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["cumulonimbus"] = state
     if app.config["STATE_FILE"]:
         from .persistence import StateFile, StateWriter, restore
@@ -137,16 +161,68 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _common_headers(response: Response) -> Response:
-        response.headers["Cache-Control"] = CACHE_CONTROL
-        origin = request.headers.get("Origin")
-        response.headers["Access-Control-Allow-Origin"] = origin or "*"
-        if origin:
-            response.headers["Vary"] = "Origin"
-        for name, value in CORS_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+        return common_headers(response, request.headers.get("Origin"))
 
     return app
+
+
+def common_headers(response: Response, origin: str | None) -> Response:
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    response.headers["Access-Control-Allow-Origin"] = origin or "*"
+    if origin:
+        response.headers["Vary"] = "Origin"
+    for name, value in CORS_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+class ApiFastPath:
+    """WSGI middleware: requests that Flask would route to the API go straight to it.
+
+    Flask's request context, routing and hooks cost about as much as the API's whole
+    pipeline, so ``/api/...`` requests skip them: the same :func:`handle_api` answers,
+    with the same error answers and headers Flask's handlers would give. Anything Flask
+    might route differently (``/api`` itself, ``//``, non-ASCII paths, other methods)
+    goes to Flask as before, and so does everything outside ``/api``.
+    """
+
+    def __init__(self, app: Flask, wsgi_app: Any) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path: str = environ.get("PATH_INFO", "")
+        if (
+            len(path) <= 5
+            or not path.startswith("/api/")
+            or environ.get("REQUEST_METHOD") not in API_METHODS
+            or "//" in path
+            or not path.isascii()
+        ):
+            return self.wsgi_app(environ, start_response)
+        request = Request(environ)
+        request.max_content_length = self.app.config["MAX_CONTENT_LENGTH"]
+        try:
+            response = handle_api(self.app.extensions["cumulonimbus"], request, path[5:])
+        except err.APIError as error:
+            response = json_response(error.status, error.to_dict(), error.headers)
+        except HTTPException as error:
+            response = _http_error(error)
+        except Exception as error:
+            log.exception("unhandled error: %s", error)
+            response = json_response(500, err.InternalServerError().to_dict())
+        common_headers(response, request.headers.get("Origin"))
+        return response(environ, start_response)
+
+
+def _http_error(error: HTTPException) -> Response:
+    """What the app's error handlers answer to an HTTP error raised on the way."""
+    if error.code in (404, 405):
+        return json_response(404, err.InvalidEndpoint().to_dict())
+    if error.code == 413:
+        return json_response(413, err.PayloadTooLarge().to_dict())
+    log.exception("unhandled error: %s", error)
+    return json_response(500, err.InternalServerError().to_dict())
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -165,13 +241,13 @@ def mock_state() -> MockState:
     return state
 
 
-def client_ip() -> str:
+def client_ip(request: Request = request) -> str:
     forwarded = request.headers.get("X-Forwarded-For", "")
     first = forwarded.split(",")[0].strip()
     return first or request.remote_addr or "unknown"
 
 
-def _read_body() -> dict[str, Any]:
+def _read_body(request: Request) -> dict[str, Any]:
     """The JSON body as an object; anything else counts as an empty body (fields missing).
 
     Like the real service's JSON parser, a body that is not sent as JSON is not read.
@@ -198,7 +274,12 @@ def _trim(value: Any) -> Any:
 
 
 def _dispatch(rest: str = "") -> Response:
-    state = mock_state()
+    return handle_api(mock_state(), request, rest)
+
+
+def handle_api(state: MockState, request: Request, rest: str) -> Response:
+    """One request under ``/api/``: routing, policies, operation, rate-limit headers,
+    strict check and journal. Needs no Flask request context."""
     started = time.perf_counter()
     if request.method == "OPTIONS":
         return Response(status=204)  # CORS preflight; CORS headers come from after_request
@@ -210,7 +291,7 @@ def _dispatch(rest: str = "") -> Response:
         response = json_response(
             404, err.InvalidEndpoint().to_dict(), {"RateLimit-Skipped": "true"}
         )
-        _journal(state, None, response, started)
+        _journal(state, request, None, response, started)
         return response
 
     op, args = matched
@@ -221,8 +302,8 @@ def _dispatch(rest: str = "") -> Response:
         args=args,
         query=request.args,
         headers=request.headers,
-        body=_read_body() if op.has_body else {},
-        ip=client_ip(),
+        body=_read_body(request) if op.has_body else {},
+        ip=client_ip(request),
         identity=backend.authenticate(request.headers.get("Authorization", "").strip() or None),
     )
     try:
@@ -242,7 +323,7 @@ def _dispatch(rest: str = "") -> Response:
 
     if state.strict:
         response = _strict(state, call, response)
-    _journal(state, op.operation_id, response, started)
+    _journal(state, request, op.operation_id, response, started)
     return response
 
 
@@ -273,7 +354,11 @@ def _strict(state: MockState, call: Call, response: Response) -> Response:
 
 
 def _journal(
-    state: MockState, operation_id: str | None, response: Response, started: float
+    state: MockState,
+    request: Request,
+    operation_id: str | None,
+    response: Response,
+    started: float,
 ) -> None:
     body: Any
     try:
@@ -293,7 +378,7 @@ def _journal(
             "method": request.method,
             "path": request.path,
             "query": request.query_string.decode("latin-1"),
-            "ip": client_ip(),
+            "ip": client_ip(request),
             "operationId": operation_id,
             "status": response.status_code,
             "durationMs": round((time.perf_counter() - started) * 1000, 3),

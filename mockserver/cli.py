@@ -55,7 +55,25 @@ def _serve(argv: list[str]) -> int:
         metavar="FILE",
         help="keep users, sessions, kill switches and the signing key in FILE across restarts",
     )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep all state in Redis (e.g. redis://127.0.0.1:6379/0), shared by every worker",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve with N worker processes (gunicorn); needs --redis",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be 1 or more")
+    if args.workers > 1 and not args.redis:
+        parser.error("--workers needs --redis: worker processes must share one state")
+    if args.redis and args.state:
+        parser.error("--state and --redis do not go together: Redis already keeps the state")
 
     from werkzeug.serving import make_server
 
@@ -71,20 +89,22 @@ def _serve(argv: list[str]) -> int:
             return 2
     from .persistence import StateFileError
 
+    config = {
+        "SEED_USERS": seed,
+        "STRICT_RESPONSES": args.strict,
+        "CONTROL": not args.no_control,
+        "CONTROL_TOKEN": args.control_token,
+        "ISSUER": args.host,
+        "STATE_FILE": args.state,
+        "REDIS_URL": args.redis,
+    }
     try:
-        app = create_app(
-            {
-                "SEED_USERS": seed,
-                "STRICT_RESPONSES": args.strict,
-                "CONTROL": not args.no_control,
-                "CONTROL_TOKEN": args.control_token,
-                "ISSUER": args.host,
-                "STATE_FILE": args.state,
-            }
-        )
-    except StateFileError as error:
+        app = create_app(config)
+    except (StateFileError, ConnectionError) as error:
         print(f"cumulonimbus-mock: {error}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        return _serve_workers(config, args)
     writer = app.extensions["cumulonimbus"].writer
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.quiet:
@@ -154,3 +174,38 @@ def _totp(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _serve_workers(config: dict[str, object], args: argparse.Namespace) -> int:
+    """N gunicorn workers, each with its own app, all sharing the state in Redis."""
+    from gunicorn.app.base import BaseApplication
+
+    from .app import create_app
+
+    class MockApplication(BaseApplication):
+        def load_config(self) -> None:
+            settings = {
+                "bind": f"{args.host}:{args.port}",
+                "workers": args.workers,
+                "worker_class": "gthread",
+                "threads": 8,
+                "accesslog": None if args.quiet else "-",
+                "loglevel": "warning",
+                "when_ready": self._ready,
+            }
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        @staticmethod
+        def _ready(server: object) -> None:
+            host, port = server.LISTENERS[0].sock.getsockname()[:2]  # type: ignore[attr-defined]
+            base = f"http://{host}:{port}"
+            print(f"cumulonimbus-mock listening on {base} (bound to {host} only)", flush=True)
+            print(f"  API:     {base}/api", flush=True)
+            print(f"  workers: {args.workers}, state in Redis at {args.redis}", flush=True)
+
+        def load(self) -> object:
+            return create_app(config)
+
+    MockApplication().run()
+    return 0

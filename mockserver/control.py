@@ -45,8 +45,7 @@ def _check_token() -> None:
 def reset() -> Response:
     state = _state()
     state.backend.reset()
-    with state.journal_lock:
-        state.journal.clear()
+    state.journal.clear()
     state.validator.violations.clear()
     return _json(200, {"ok": True})
 
@@ -155,14 +154,11 @@ def list_requests() -> Response:
     raw = request.args.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise err.ControlBadRequest("limit must be an integer from 1 to 1000")
-    with state.journal_lock:
-        items = list(state.journal)[-int(raw) :]
+    items = state.journal.items(int(raw))
     return _json(200, {"count": len(items), "items": items})
 
 
 @blueprint.route("/requests", methods=["DELETE"])
 def clear_requests() -> Response:
-    state = _state()
-    with state.journal_lock:
-        state.journal.clear()
+    _state().journal.clear()
     return _json(200, {"ok": True})

@@ -14,13 +14,14 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from . import exceptions as err
 from .clock import Clock
-from .ratelimit import RateLimiter
+from .ratelimit import Bucket, BucketKey, RateLimiter
 from .secondfactor import decode_secret, hash_backup_code, new_backup_codes, verify_totp
 from .spec import Spec
 from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
@@ -177,6 +178,7 @@ class Backend:
         seed_users: list[SeedUser],
         signer: TokenSigner | None = None,
         issuer: str = "localhost",
+        buckets: MutableMapping[BucketKey, Bucket] | None = None,
     ) -> None:
         self.spec = spec
         self.clock = clock
@@ -188,7 +190,7 @@ class Backend:
         self.revision = getattr(self, "revision", 0) + 1
         self.users: dict[str, User] = {}
         self.kill_switches: dict[int, bool] = {i: False for i in spec.kill_switch_ids.values()}
-        self.limiter = RateLimiter(clock, spec.burst_limit, spec.burst_window)
+        self.limiter = RateLimiter(clock, spec.burst_limit, spec.burst_window, buckets)
         self._last_user_ms = 0
         for index, seed in enumerate(self.seed_users):
             self._add_user(seed, user_id=str(SEED_ID_BASE + index))
@@ -196,7 +198,9 @@ class Backend:
     def reset(self) -> None:
         with self.lock:
             self.clock.reset()
-            self.__init__(self.spec, self.clock, self.seed_users, self.signer)  # type: ignore[misc]
+            buckets = self.limiter.store
+            buckets.clear()
+            self.__init__(self.spec, self.clock, self.seed_users, self.signer, buckets=buckets)  # type: ignore[misc]
 
     # Users -------------------------------------------------------------------------
 
@@ -262,6 +266,7 @@ class Backend:
             if session is None or session.exp != claims["exp"] or session.exp <= now:
                 return None
             session.used_at = now
+            self.revision += 1  # usedAt is state too: other workers must see it
             return Identity(user, session)
 
     def create_session(
@@ -487,4 +492,5 @@ class Backend:
             raise ValueError("state snapshot has the wrong kill switches")
         with self.lock:
             self.signer, self.users, self.kill_switches = signer, users, switches
+            self._last_user_ms = max((int(uid) for uid in users if uid.isdigit()), default=0)
             self.revision += 1

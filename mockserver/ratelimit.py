@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .clock import Clock
 from .exceptions import RateLimited
@@ -35,6 +37,30 @@ class Bucket:
     def reset_at(self) -> float:
         return (self.start or 0.0) + self.limit.window
 
+    def to_dict(self) -> dict[str, Any]:
+        limit = self.limit
+        return {
+            "limit": [
+                limit.limit,
+                limit.window,
+                sorted(limit.ignore_statuses),
+                limit.skip_second_factor_answers,
+            ],
+            "start": self.start,
+            "count": self.count,
+            "recent": list(self.recent),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Bucket:
+        limit, window, ignore, skip = data["limit"]
+        return cls(
+            Limit(int(limit), float(window), frozenset(ignore), bool(skip)),
+            data["start"],
+            int(data["count"]),
+            deque(data["recent"]),
+        )
+
 
 @dataclass
 class Ticket:
@@ -44,12 +70,23 @@ class Ticket:
 
 
 class RateLimiter:
-    def __init__(self, clock: Clock, burst_limit: int, burst_window: float) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        burst_limit: int,
+        burst_window: float,
+        buckets: MutableMapping[BucketKey, Bucket] | None = None,
+    ) -> None:
         self.clock = clock
         self.burst_limit = burst_limit
         self.burst_window = burst_window
         self._lock = threading.Lock()
-        self._buckets: dict[BucketKey, Bucket] = {}
+        # A plain dict in one process; a Redis-backed mapping when workers share state.
+        self._buckets: MutableMapping[BucketKey, Bucket] = {} if buckets is None else buckets
+
+    @property
+    def store(self) -> MutableMapping[BucketKey, Bucket]:
+        return self._buckets
 
     def reset(self) -> None:
         with self._lock:

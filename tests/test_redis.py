@@ -1,0 +1,155 @@
+"""Scale-out: workers sharing their state through Redis behave exactly like one process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from mockserver.app import create_app
+
+from .test_cli import free_port, start_mock, stop
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; .ci/run installs Debian's redis-server")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            threading.Event().wait(0.025)  # waiting for a process to bind, not for the clock
+    yield f"redis://127.0.0.1:{port}/0"
+    client.close()
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    return f"test-{request.node.name}"
+
+
+def test_two_apps_on_one_redis_share_users_sessions_switches_and_clock(
+    redis_url: str, prefix: str
+) -> None:
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix, "STRICT_RESPONSES": True}
+    first, second = create_app(config).test_client(), create_app(config).test_client()
+    assert first.post("/_mock/users", json={"username": "kim", "password": "pw"}).status_code == 201
+    token = second.post("/api/login", json={"username": "kim", "password": "pw"}).json["token"]
+    assert (
+        first.get("/api/users/me/sessions/me", headers={"Authorization": token}).status_code == 200
+    )
+    assert (
+        second.delete("/api/users/me/sessions/me", headers={"Authorization": token}).status_code
+        == 200
+    )
+    assert (
+        first.get("/api/users/me/sessions/me", headers={"Authorization": token}).status_code == 401
+    )
+    first.put("/_mock/killswitches/4", json={"state": True})
+    assert second.post("/api/login", json={"username": "kim", "password": "pw"}).status_code == 503
+    before = second.get("/_mock/clock").json["now"]
+    first.post("/_mock/clock", json={"advance": 3600})
+    assert second.get("/_mock/clock").json["now"] - before >= 3600
+    assert second.get("/_mock/requests").json["count"] >= 4  # one journal for both
+
+
+def test_rate_limits_are_shared_between_apps(redis_url: str, prefix: str) -> None:
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    apps = [create_app(config).test_client() for _ in range(2)]
+    apps[0].post("/_mock/clock", json={"frozen": True})
+    statuses = [
+        apps[n % 2]
+        .get("/api/users/me/sessions", headers={"X-Forwarded-For": "198.51.100.1"})
+        .status_code
+        for n in range(4)
+    ]
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_reset_through_one_app_resets_the_other(redis_url: str, prefix: str) -> None:
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    first, second = create_app(config).test_client(), create_app(config).test_client()
+    first.post("/_mock/users", json={"username": "lee", "password": "pw"})
+    second.post("/_mock/reset")
+    names = [u["username"] for u in first.get("/_mock/users").json["items"]]
+    assert names == ["alice", "bob", "carol", "dave", "mallory"]
+
+
+@pytest.fixture(scope="module")
+def two_workers(redis_url: str) -> Iterator[str]:
+    process, base = start_mock("--workers", "2", "--redis", redis_url)
+    yield base
+    stop(process)
+
+
+def test_twenty_simultaneous_logins_through_two_workers_let_three_through(two_workers: str) -> None:
+    base = two_workers
+    requests.post(f"{base}/_mock/reset", timeout=10)
+    requests.post(f"{base}/_mock/clock", json={"frozen": True}, timeout=10)
+    barrier = threading.Barrier(20)
+    results: list[int] = []
+
+    def login() -> None:
+        barrier.wait()
+        response = requests.post(
+            f"{base}/api/login",
+            json={"username": "alice", "password": "password"},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+            timeout=30,
+        )
+        results.append(response.status_code)
+
+    threads = [threading.Thread(target=login) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(201) == 3 and results.count(429) == 17
+    later = []
+    for _ in range(2):
+        requests.post(f"{base}/_mock/clock", json={"advance": 1.5}, timeout=10)
+        later.append(
+            requests.post(
+                f"{base}/api/login",
+                json={"username": "alice", "password": "password"},
+                headers={"X-Forwarded-For": "203.0.113.9"},
+                timeout=10,
+            ).status_code
+        )
+    assert later == [201, 429]  # the burst has cleared; then the 4-per-5-minutes limit
+
+
+def test_the_conformance_suite_passes_against_two_workers(two_workers: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance", "--base-url", f"{two_workers}/api",
+         "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "no failed check cases" in result.stdout
