@@ -6,6 +6,7 @@ cases for that check in a subprocess, and asserts on its output and Markdown rep
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import re
 from collections.abc import Callable
@@ -17,10 +18,12 @@ import pytest
 from werkzeug.wrappers import Response
 
 from conformance.registry import all_checks
+from mockserver.app import create_app
 from tests.conformance.harness import (
     Broken,
     Ledger,
     Seen,
+    SuiteRun,
     body_of,
     json_response,
     jwt_sub,
@@ -632,11 +635,32 @@ def test_every_check_has_a_breakage() -> None:
     assert covered - ids == set(), "breakages for unknown checks"
 
 
-@pytest.mark.parametrize("breakage", BREAKAGES, ids=[b.check for b in BREAKAGES])
-def test_check_fails_on_broken_server(breakage: Breakage, mock_app: Any, tmp_path: Path) -> None:
-    app = Broken(mock_app, request=breakage.request, response=breakage.response)
+def _run_broken(breakage: Breakage, tmp_path: Path) -> SuiteRun:
+    app = Broken(create_app(), request=breakage.request, response=breakage.response)
     with serve(app) as base_url:
-        result = run_suite(base_url, tmp_path, "-k", breakage.select, files=breakage.files)
+        return run_suite(base_url, tmp_path, "-k", breakage.select, files=breakage.files)
+
+
+@pytest.fixture(scope="module")
+def broken_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, SuiteRun]:
+    """The suite against every selected broken server, two at a time (one per core)."""
+    selected = [
+        item.callspec.params["breakage"]
+        for item in request.session.items
+        if "breakage" in getattr(getattr(item, "callspec", None), "params", {})
+    ]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            b.check: pool.submit(_run_broken, b, tmp_path_factory.mktemp(b.check)) for b in selected
+        }
+        return {check: future.result() for check, future in futures.items()}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES, ids=[b.check for b in BREAKAGES])
+def test_check_fails_on_broken_server(breakage: Breakage, broken_runs: dict[str, SuiteRun]) -> None:
+    result = broken_runs[breakage.check]
     assert result.returncode == 1, str(result)
     assert f"{breakage.check}@{breakage.operation}" in result.output, str(result)
     if not breakage.check.startswith("fuzz."):
