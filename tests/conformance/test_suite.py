@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conformance.harness import REPO, Broken, run_suite, serve
+from tests.conformance.harness import REPO, Broken, body_of, run_suite, serve, set_body
 from tests.conformance.test_breakages import oldest_first
 
 
@@ -156,3 +156,23 @@ def test_paced_and_tidy_on_a_deployment(mock_app: Any, tmp_path: Path) -> None:
     assert users["alice"]["sessions"] == []
     # Checks that need what only the control API can provide were skipped, not failed.
     assert "skip" in result.report
+
+
+def _items_without_names(seen: Any, response: Any, ledger: Any) -> None:
+    body = body_of(response)
+    if seen.method == "GET" and seen.path.endswith("/sessions") and response.status_code == 200:
+        set_body(response, {**body, "items": [{"id": i["id"]} for i in body["items"]]})
+
+
+def test_an_unannounced_breakage_is_caught(mock_app: Any, tmp_path: Path) -> None:
+    """No check is written for list items without `name`; the suite still catches it,
+    names the rule and the operation, and shows how to reproduce it."""
+    junit = tmp_path / "junit.xml"
+    with serve(Broken(mock_app, response=_items_without_names)) as base_url:
+        result = run_suite(base_url, tmp_path, "--junitxml", str(junit))
+    assert result.returncode == 1, str(result)
+    assert "### `schema.body` on `getSelfSessions`" in result.report
+    assert "### `fuzz.positive` on `getSelfSessions`" in result.report
+    assert "'name' is a required property" in result.report
+    assert "curl -i -X GET" in result.report
+    assert "schema.body-getSelfSessions" in junit.read_text()
