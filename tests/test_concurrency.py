@@ -114,3 +114,28 @@ def test_concurrent_logins_creates_lists_and_deletes_stay_consistent(server) -> 
                 timeout=10,
             )
             assert refused.status_code == 401
+
+
+def test_rate_limit_counts_stay_exact_under_concurrent_requests(server) -> None:  # type: ignore[no-untyped-def]
+    base, _app = server
+    requests.post(f"{base}/_mock/clock", json={"frozen": True}, timeout=10)
+    barrier = threading.Barrier(30)
+    statuses: list[int] = []
+
+    def hello() -> None:
+        barrier.wait()
+        statuses.append(
+            requests.get(
+                f"{base}/api/", headers={"X-Forwarded-For": "192.0.2.77"}, timeout=10
+            ).status_code
+        )
+
+    threads = [threading.Thread(target=hello) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses.count(200) == 3 and statuses.count(429) == 27
+    buckets = requests.get(f"{base}/_mock/ratelimits", timeout=10).json()["items"]
+    (bucket,) = [b for b in buckets if b["ip"] == "192.0.2.77"]
+    assert bucket["count"] == 3  # the 27 refusals were not counted
