@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, Phase
 from requests.structures import CaseInsensitiveDict
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -127,6 +128,7 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
         print_blob=False,
+        report_multiple_bugs=False,
     )
     @hypothesis.given(case=strategy)
     def run(case: Any) -> None:
@@ -153,14 +155,45 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
         # The spec decides that a path parameter outside its pattern is an unknown path
         # (404 INVALID_ENDPOINT_ERROR), which the operation's own 404 may not list.
         unknown_path = _unknown_path(op, case, exchange)
+        check_id = f"fuzz.{mode}"
         if not unknown_path:
-            case.validate_response(response, checks=SCHEMATHESIS_CHECKS[mode])
+            try:
+                case.validate_response(response, checks=SCHEMATHESIS_CHECKS[mode])
+            except FailureGroup as group:
+                problems = "; ".join(
+                    f"{failure.title}: {_first_line(failure.message)}"
+                    for failure in group.exceptions
+                )
+                raise CheckFailure(
+                    check_id,
+                    str(op),
+                    f"a generated {mode} request is answered as the spec says ({problems})",
+                    "a response the spec allows",
+                    exchange.summary(),
+                    exchange.curl(),
+                ) from None
         for chk in response_checks:
             if unknown_path and chk.group not in ("headers", "schema"):
                 continue
             try:
                 chk.func(ctx, op, exchange)
             except CheckFailure as failure:
-                raise AssertionError(failure.render()) from None
+                raise CheckFailure(
+                    check_id,
+                    str(op),
+                    f"a generated {mode} request: {failure.check_id}: {failure.rule}",
+                    failure.expected,
+                    failure.actual,
+                    failure.curl,
+                ) from None
 
-    run()
+    try:
+        run()
+    except CheckFailure as failure:
+        exc = pytest.fail.Exception(failure.render(), pytrace=False)
+        exc.conformance = failure.as_dict()  # type: ignore[attr-defined]
+        raise exc from None
+
+
+def _first_line(message: str) -> str:
+    return next((line.strip() for line in message.splitlines() if line.strip()), "")
