@@ -391,17 +391,38 @@ class Context:
         if exchange.status != 200:
             raise RuntimeError(f"cannot set kill switch {switch}: {exchange.summary()}")
 
+    def switch_states(self) -> dict[int, bool]:
+        """Which kill switches are on now (so the suite puts back what it found)."""
+        if self.switch_driver() == "control":
+            assert self.target.control is not None
+            items = self.target.control.call("GET", "/killswitches")["items"]
+        else:
+            staff = self.staff_with_factor()
+            exchange = self.client.request(
+                "GET", "/killswitches", token=self.browser(staff).value, route="/killswitches"
+            )
+            if exchange.status != 200:
+                raise RuntimeError(f"cannot read the kill switches: {exchange.summary()}")
+            items = exchange.json["items"]
+        return {int(item["id"]): bool(item["state"]) for item in items}
+
+    def restore_switches(self, before: dict[int, bool]) -> None:
+        for switch, state in self.switch_states().items():
+            if before.get(switch, False) != state:
+                self.set_switch(switch, before.get(switch, False))
+
     @contextlib.contextmanager
     def switches_on(self, *names: str) -> Iterator[None]:
-        ids = [self.spec.kill_switches[name] for name in names]
-        self.switch_driver()
-        # Sessions are needed before the switches go on (logins would be refused).
+        """Turn switches on for the block; switches that were on already stay on."""
+        wanted = [self.spec.kill_switches[name] for name in names]
+        before = self.switch_states()
+        flipped = [switch for switch in wanted if not before.get(switch, False)]
         try:
-            for switch in ids:
+            for switch in flipped:
                 self.set_switch(switch, True)
             yield
         finally:
-            for switch in ids:
+            for switch in flipped:
                 self.set_switch(switch, False)
 
     # Clean-up ---------------------------------------------------------------------------

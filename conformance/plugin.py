@@ -532,8 +532,7 @@ def run_case(ctx: Any, case: Case) -> None:
         if chk.kill_switches and not target.settings.allow_kill_switches:
             pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
     flips = flips_switches(op)
-    if flips:
-        ctx.switch_driver()
+    before = ctx.switch_states() if flips else {}
     try:
         if chk.kind == "response":
             from conformance.response_checks import probes
@@ -549,7 +548,7 @@ def run_case(ctx: Any, case: Case) -> None:
         raise exc from None
     finally:
         if flips:
-            ctx.set_switch(ctx.spare_switch(), False)
+            ctx.restore_switches(before)
 
 
 def run_case_errors(ctx: Any, op: Operation) -> None:
