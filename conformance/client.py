@@ -182,8 +182,7 @@ class Client:
         timeout: float = 15.0,
         burst: tuple[int, float] = (3, 1.0),
         global_limit: tuple[int, float] = (100, 60.0),
-        login_budget: tuple[int, float] = (4, 300.0),
-        login_route: str = "/login",
+        route_limits: dict[str, tuple[int, float, bool]] | None = None,
         on_rate_limited: Callable[[float], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -194,8 +193,8 @@ class Client:
         self.burst = burst
         # Stay a little under the real limits: other clients may share them.
         self.global_limit = (max(1, global_limit[0] - 5), global_limit[1])
-        self.login_budget = login_budget
-        self.login_route = login_route
+        # Route template -> (limit, window, second-factor answers skipped), from the spec.
+        self.route_limits = route_limits or {}
         self.pacer = Pacer()
         self.exchanges: list[Exchange] = []
         self.good_tokens: set[str] = set()
@@ -232,8 +231,12 @@ class Client:
                 (("global", identity), self.global_limit[0], self.global_limit[1]),
             ]
         answers_challenge = isinstance(body, dict) and "2fa" in body
-        if route == self.login_route and not answers_challenge:
-            keys.append((("login",), self.login_budget[0], self.login_budget[1]))
+        if route in self.route_limits:
+            limit, window, skips_answers = self.route_limits[route]
+            if not (answers_challenge and skips_answers):
+                # Small budgets are used in full; large ones keep a margin for others.
+                budget = limit if limit <= 10 else limit - 5
+                keys.append((("route-limit", route, identities[0]), budget, window))
         return keys
 
     def pace(self, route: str, token: str | None, body: Any, *, wait: bool = True) -> None:

@@ -260,7 +260,7 @@ def pytest_collection_modifyitems(
     if not config.option.base_url:
         raise pytest.UsageError(
             "the conformance suite needs the API's URL: "
-            "--base-url http://host:port/api (or env BASE_URL)"
+            "--base-url http://host:port/api (or env PYTEST_BASE_URL)"
         )
     try:
         run.target = Target.connect(run.settings(), load_spec())

@@ -175,6 +175,15 @@ class Target:
             rotate_ips=control is not None,
             burst=(spec.burst[0], spec.burst[1]),
             global_limit=(global_limit.limit, global_limit.window),
+            route_limits={
+                op.path: (
+                    op.rate_limit.limit,
+                    op.rate_limit.window,
+                    op.rate_limit.skip_second_factor_answers,
+                )
+                for op in spec.operations
+                if op.rate_limit is not None
+            },
         )
         target = cls(settings, spec, client, control)
         target.version = target._check_root()
