@@ -167,12 +167,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def common_headers(response: Response, origin: str | None) -> Response:
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    response.headers["Access-Control-Allow-Origin"] = origin or "*"
+    headers = response.headers
+    headers["Cache-Control"] = CACHE_CONTROL
+    headers["Access-Control-Allow-Origin"] = origin or "*"
     if origin:
-        response.headers["Vary"] = "Origin"
+        headers["Vary"] = "Origin"
+    # One pass over the headers instead of a setdefault (a scan) per CORS header.
+    present = {name.lower() for name in headers.keys()}  # noqa: SIM118
     for name, value in CORS_HEADERS.items():
-        response.headers.setdefault(name, value)
+        if name.lower() not in present:
+            headers.add(name, value)
     return response
 
 
@@ -281,6 +285,7 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
     """One request under ``/api/``: routing, policies, operation, rate-limit headers,
     strict check and journal. Needs no Flask request context."""
     started = time.perf_counter()
+    state.backend.maybe_prune()
     if request.method == "OPTIONS":
         return Response(status=204)  # CORS preflight; CORS headers come from after_request
     path = "/api/" + rest

@@ -28,6 +28,8 @@ from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
 
 # Demo users get fixed ids so that the README and scripts can name them.
 SEED_ID_BASE = 1647015028626
+# Seconds of the mock's clock between two prunes of expired sessions and buckets.
+PRUNE_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ class Backend:
         self.kill_switches: dict[int, bool] = {i: False for i in spec.kill_switch_ids.values()}
         self.limiter = RateLimiter(clock, spec.burst_limit, spec.burst_window, buckets)
         self._last_user_ms = 0
+        self._next_prune = 0.0
         for index, seed in enumerate(self.seed_users):
             self._add_user(seed, user_id=str(SEED_ID_BASE + index))
 
@@ -337,6 +340,19 @@ class Backend:
             for user in self.users.values():
                 self._prune_sessions(user)
         self.limiter.prune()
+
+    def maybe_prune(self) -> bool:
+        """Prune if PRUNE_INTERVAL has passed on the mock's clock; whether it did.
+
+        Every API request calls this, so expired sessions and rate-limit buckets go
+        away while the mock is busy, and memory follows what is live, not what was seen.
+        """
+        now = self.clock.now()
+        if now < self._next_prune:
+            return False
+        self._next_prune = now + PRUNE_INTERVAL
+        self.prune()
+        return True
 
     # Second factors ----------------------------------------------------------------
 

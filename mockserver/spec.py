@@ -30,6 +30,8 @@ POLICY_EXTENSIONS = (
 )
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 BROWSER_SESSION_ONLY = "BROWSER_SESSION_ONLY"
+# Routed paths remembered; forgotten all at once when full.
+MATCHES_KEPT = 4096
 
 
 def spec_dir() -> Path:
@@ -113,6 +115,8 @@ class Spec:
                 )
         self._map = Map(rules, converters={"pattern": _PatternConverter})
         self._adapter = self._map.bind("localhost")
+        # Routing a path is deterministic and werkzeug's matcher is a hot spot: remember.
+        self._matched: dict[tuple[str, str], tuple[Operation, dict[str, str]] | None] = {}
 
     def resolve(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Follow a local ``$ref``."""
@@ -160,6 +164,17 @@ class Spec:
 
     def match(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
         """The operation for a request path (with the ``/api`` prefix), or None."""
+        key = (method, path)
+        try:
+            found = self._matched[key]
+        except KeyError:
+            found = self._match(method, path)
+            if len(self._matched) >= MATCHES_KEPT:
+                self._matched.clear()
+            self._matched[key] = found
+        return None if found is None else (found[0], dict(found[1]))
+
+    def _match(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
         try:
             endpoint, args = self._adapter.match(path, method=method)
         except (NotFound, MethodNotAllowed):

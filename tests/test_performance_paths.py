@@ -212,3 +212,39 @@ def test_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(10):
         assert signer.verify(signer.sign({"sub": "1", "iat": i, "exp": i + 1})) is not None
     assert len(signer._verified) <= 3
+
+
+# Pruning: driven by requests, at most every PRUNE_INTERVAL seconds of the mock's clock.
+
+
+def test_requests_prune_expired_buckets_and_sessions(store: tuple[Backend, Clock]) -> None:
+    from mockserver.models import PRUNE_INTERVAL
+
+    backend, clock = store
+    user = backend.login("alice", "password")
+    _, session = backend.create_session(user, "short", False, None)
+    for i in range(50):
+        backend.limiter.acquire((f"198.18.0.{i}", "*", None), SPEC.global_limit)
+    assert backend.maybe_prune()  # the first request prunes (nothing is stale yet)
+    assert len(backend.limiter.store) == 50
+    clock.advance(PRUNE_INTERVAL / 2)
+    assert not backend.maybe_prune()  # not again so soon
+    clock.advance(session.exp - clock.now())  # past the window and the session's life
+    assert backend.maybe_prune()
+    assert backend.limiter.prune() == 0  # nothing left to prune
+    assert session.id not in user.sessions
+
+
+def test_api_requests_drive_pruning() -> None:
+    from mockserver.app import create_app
+
+    clock = Clock(source=lambda: 1_790_000_000.0)
+    app = create_app({"CLOCK": clock, "TESTING": True})
+    backend = app.extensions["cumulonimbus"].backend
+    client = app.test_client()
+    for i in range(20):
+        client.get("/api/", headers={"X-Forwarded-For": f"198.18.1.{i}"})
+    assert len(backend.limiter.store) == 20
+    clock.advance(120)
+    client.get("/api/", headers={"X-Forwarded-For": "198.18.2.1"})
+    assert len(backend.limiter.store) == 1  # pruned by that request, not by a listing
