@@ -77,7 +77,7 @@ def wait_until_up(process: subprocess.Popen[bytes], url: str, timeout: float = 6
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 pass

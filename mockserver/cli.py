@@ -75,10 +75,9 @@ def _serve(argv: list[str]) -> int:
     if args.redis and args.state:
         parser.error("--state and --redis do not go together: Redis already keeps the state")
 
-    from werkzeug.serving import make_server
-
     from .app import create_app
     from .seed import SeedError, load_seed
+    from .serving import make_server
 
     seed: list[SeedUser] | None = None
     if args.seed:
