@@ -193,7 +193,7 @@ class Client:
         self.burst = burst
         # Stay a little under the real limits: other clients may share them.
         self.global_limit = (max(1, global_limit[0] - 5), global_limit[1])
-        # Route template -> (limit, window, second-factor answers skipped), from the spec.
+        # "METHOD /route/template" -> (limit, window, second-factor answers skipped).
         self.route_limits = route_limits or {}
         self.pacer = Pacer()
         self.exchanges: list[Exchange] = []
@@ -294,7 +294,7 @@ class Client:
         url = self.url(path, query)
         for _attempt in range(5):
             if not self.rotate_ips:
-                self.pace(route or path, token, json_body, wait=pace)
+                self.pace(f"{method} {route or path}", token, json_body, wait=pace)
             try:
                 response = self.session.request(
                     method, url, headers=send_headers, data=body, timeout=self.timeout

@@ -394,7 +394,7 @@ def ratelimit_burst(ctx: Context, op: Operation, variant: Any) -> None:
     call = _burst_call(ctx, op)
     ip = _pinned(ctx)
     if not ctx.target.is_mock:
-        ctx.client.settle(op.path, call.token, call.body)
+        ctx.client.settle(f"{op.method} {op.path}", call.token, call.body)
         time.sleep(window + 0.1)
     sent: list[Exchange] = []
     started = time.monotonic()
@@ -463,7 +463,7 @@ def _send_paced(ctx: Context, call: Any, ip: str | None, count: int) -> list[Exc
     spacing = _spacing(ctx)
     results = []
     if ctx.target.control is None:
-        ctx.client.settle(call.op.path, call.token, call.body)
+        ctx.client.settle(f"{call.op.method} {call.op.path}", call.token, call.body)
     for _ in range(count):
         results.append(
             ctx.client.request(

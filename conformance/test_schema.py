@@ -138,7 +138,8 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
         extra = {"X-Forwarded-For": client.fresh_ip()} if client.rotate_ips else {}
         for _attempt in range(4):
             if not client.rotate_ips:
-                client.pace(op.path, token, case.body if isinstance(case.body, dict) else None)
+                body = case.body if isinstance(case.body, dict) else None
+                client.pace(f"{op.method} {op.path}", token, body)
             response = case.call(base_url=base_url, headers=extra, session=client.session)
             client.learn(token, response.status_code)
             if response.status_code != 429 or client.rotate_ips:

@@ -79,8 +79,9 @@ def test_checks_follow_the_spec_policies() -> None:
 def test_client_keeps_to_the_route_budgets_of_the_spec() -> None:
     from conformance.client import Client
 
-    client = Client("http://h/api", route_limits={"/login": (4, 300.0, True)})
-    login = [k for k in client._keys("/login", None, {"username": "u"}) if k[0][0] == "route-limit"]
-    assert login == [(("route-limit", "/login", "anonymous"), 4, 300.0)]
-    answer = client._keys("/login", None, {"2fa": {"token": "t"}})
+    client = Client("http://h/api", route_limits={"POST /login": (4, 300.0, True)})
+    keys = client._keys("POST /login", None, {"username": "u"})
+    login = [k for k in keys if k[0][0] == "route-limit"]
+    assert login == [(("route-limit", "POST /login", "anonymous"), 4, 300.0)]
+    answer = client._keys("POST /login", None, {"2fa": {"token": "t"}})
     assert not [k for k in answer if k[0][0] == "route-limit"]
