@@ -495,20 +495,12 @@ def _send_paced(ctx: Context, call: Any, ip: str | None, count: int) -> list[Exc
     return results
 
 
-def _route_limit_call(ctx: Context, op: Operation) -> Any:
-    call = ctx.valid_call(op)
-    if op.reverification == "credentials":
-        # Wrong passwords would not be counted (404); a valid login is.
-        return call
-    return call
-
-
 @check("ratelimit.route-limit", applies=lambda op: op.rate_limit is not None, slow=True)
 def ratelimit_route_limit(ctx: Context, op: Operation, variant: Any) -> None:
     """After `limit` counted requests the next is 429 standard; a new window passes."""
     limiter = op.rate_limit
     assert limiter is not None
-    call = _route_limit_call(ctx, op)
+    call = ctx.valid_call(op, placeholders=True)
     ip = _pinned(ctx)
     with ctx.target.frozen_clock():
         sent = _send_paced(ctx, call, ip, limiter.limit + 1)
