@@ -176,7 +176,7 @@ class Target:
             burst=(spec.burst[0], spec.burst[1]),
             global_limit=(global_limit.limit, global_limit.window),
             route_limits={
-                op.path: (
+                f"{op.method} {op.path}": (
                     op.rate_limit.limit,
                     op.rate_limit.window,
                     op.rate_limit.skip_second_factor_answers,
