@@ -120,12 +120,20 @@ def token_header(token: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def progress(message: str) -> None:
-    """A line on the real terminal while the suite waits (pytest captures sys.stderr)."""
+def _write(line: str) -> None:
     stream = sys.__stderr__
     if stream is not None:
-        stream.write(f"\r[conformance] {message}\n")
+        stream.write(line + "\n")
         stream.flush()
+
+
+# Where progress lines go; the pytest plugin points it past output capturing.
+PROGRESS_SINK: list[Callable[[str], None]] = [_write]
+
+
+def progress(message: str) -> None:
+    """A line on the terminal while the suite waits, so a long wait is not a hang."""
+    PROGRESS_SINK[0](f"[conformance] {message}")
 
 
 class Pacer:
@@ -159,7 +167,8 @@ class Pacer:
                     return
             if wait > 5:
                 progress(f"waiting {wait:.0f}s to stay within the rate limit ({label})")
-            self._sleep(wait + 0.05)
+            # In slices, so that the progress line keeps coming during long waits.
+            self._sleep(min(wait + 0.05, 10.0))
 
     def record(self, key: tuple) -> None:
         with self._lock:
@@ -208,9 +217,11 @@ class Client:
 
     @staticmethod
     def _sleep_for(seconds: float) -> None:
-        if seconds > 5:
-            progress(f"rate limited; waiting {seconds:.0f}s (RateLimit-Reset)")
-        time.sleep(seconds)
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if left > 5:
+                progress(f"rate limited; waiting {left:.0f}s (RateLimit-Reset)")
+            time.sleep(min(left, 10.0))
 
     def url(self, path: str, query: dict[str, Any] | None = None) -> str:
         url = self.base_url + path

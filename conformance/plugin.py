@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +188,23 @@ def pytest_configure(config: pytest.Config) -> None:
                 )
             )
     config.stash[STATE] = run
+    _route_progress(config)
+
+
+def _route_progress(config: pytest.Config) -> None:
+    """Progress lines must reach the terminal while pytest captures the test's output."""
+    from conformance import client
+
+    def write(line: str) -> None:
+        capman = config.pluginmanager.getplugin("capturemanager")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        if capman is None or reporter is None:
+            print(line, file=sys.stderr)
+            return
+        with capman.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+    client.PROGRESS_SINK[0] = write
 
 
 # Parametrisation ------------------------------------------------------------------------
