@@ -418,14 +418,17 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str
     ]
 
 
-def _stale_deviations(run: Run) -> list[Deviation]:
+def _stale_deviations(run: Run) -> list[tuple[Deviation, str]]:
+    """Listed deviations to drop: one whose cases now pass, or one that matched nothing."""
     stale = []
     for deviation in run.deviations:
         seen = [run.outcomes[n] for n in deviation.matched if n in run.outcomes]
-        if not deviation.happened and (
-            not deviation.matched or any(o.outcome == "xpassed" for o in seen)
-        ):
-            stale.append(deviation)
+        if deviation.happened:
+            continue
+        if any(o.outcome == "xpassed" for o in seen):
+            stale.append((deviation, "no longer happens"))
+        elif not seen:
+            stale.append((deviation, "matches no check case that ran"))
     return stale
 
 
@@ -450,9 +453,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if failures
         else "no failed check cases"
     )
-    for deviation in _stale_deviations(run):
+    for deviation, why in _stale_deviations(run):
         tr.write_line(
-            f"known deviation no longer happens: {deviation.check} on {deviation.operation} "
+            f"known deviation {why}: {deviation.check} on {deviation.operation} "
             f"({deviation.reason})"
         )
     path = config.option.conformance_report
@@ -508,10 +511,9 @@ def markdown_report(run: Run) -> str:
         lines += ["## Known deviations", ""]
         for outcome in xfails:
             lines.append(f"- still happens: `{outcome.check}` on `{outcome.operation}`")
-        for deviation in stale:
+        for deviation, why in stale:
             lines.append(
-                f"- **no longer happens**: `{deviation.check}` on `{deviation.operation}` "
-                f"({deviation.reason})"
+                f"- **{why}**: `{deviation.check}` on `{deviation.operation}` ({deviation.reason})"
             )
         lines.append("")
     skipped = [o for o in run.outcomes.values() if o.outcome == "skipped"]
