@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
+from conformance.client import TargetUnreachable
 from conformance.registry import Check, CheckFailure, all_checks
 from conformance.spec import Operation, load_spec
 from conformance.target import Settings, Target, TargetError
@@ -561,6 +563,8 @@ def run_case(ctx: Any, case: Case) -> None:
                 chk.func(ctx, op, exchange)
         else:
             chk.func(ctx, op, case.variant)
+    except (TargetUnreachable, requests.ConnectionError) as lost:
+        target_lost(lost)
     except CheckFailure as failure:
         # The rule, the evidence and the curl line say it all; a traceback would not help.
         exc = pytest.fail.Exception(failure.render(), pytrace=False)
@@ -569,6 +573,11 @@ def run_case(ctx: Any, case: Case) -> None:
     finally:
         if flips:
             ctx.restore_switches(before)
+
+
+def target_lost(exc: Exception) -> None:
+    """The target stopped answering mid-run: one clear stop, not a failure per check."""
+    pytest.exit(f"conformance: the target stopped answering: {exc}", returncode=3)
 
 
 def run_case_errors(ctx: Any, op: Operation) -> None:

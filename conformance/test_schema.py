@@ -11,6 +11,7 @@ from typing import Any
 
 import hypothesis
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from requests.structures import CaseInsensitiveDict
@@ -25,8 +26,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conformance.client import Exchange, progress
-from conformance.plugin import run_case_errors
+from conformance.client import Exchange, TargetUnreachable, progress
+from conformance.plugin import run_case_errors, target_lost
 from conformance.registry import CheckFailure, all_checks
 from conformance.spec import load_raw, load_spec
 
@@ -190,6 +191,8 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
 
     try:
         run()
+    except (TargetUnreachable, requests.ConnectionError) as lost:
+        target_lost(lost)
     except CheckFailure as failure:
         exc = pytest.fail.Exception(failure.render(), pytrace=False)
         exc.conformance = failure.as_dict()  # type: ignore[attr-defined]
