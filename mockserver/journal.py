@@ -6,9 +6,37 @@ One process keeps it in memory; workers sharing state keep it in Redis
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from typing import Any
+
+BODIES = ("requestBody", "responseBody")
+
+
+def readable(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry as JSON shows it: recording keeps raw bytes and header lists (WSGI
+    environ keys for the request), as that is cheaper on every request's path."""
+    decoded = dict(entry)
+    request_headers = entry.get("requestHeaders")
+    if isinstance(request_headers, list):
+        decoded["requestHeaders"] = {_header_name(key): value for key, value in request_headers}
+    if isinstance(entry.get("responseHeaders"), list):
+        decoded["responseHeaders"] = dict(entry["responseHeaders"])
+    for key in BODIES:
+        raw = entry.get(key)
+        if isinstance(raw, bytes):
+            try:
+                decoded[key] = json.loads(raw)
+            except ValueError:
+                decoded[key] = raw[:200].decode("utf-8", "replace")
+    return decoded
+
+
+def _header_name(key: str) -> str:
+    if key.startswith("HTTP_"):
+        key = key[5:]
+    return "-".join(part.capitalize() for part in key.split("_"))
 
 
 class Journal:
@@ -23,7 +51,8 @@ class Journal:
     def items(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` entries, oldest first."""
         with self._lock:
-            return list(self._entries)[-limit:]
+            entries = list(self._entries)[-limit:]
+        return [readable(entry) for entry in entries]
 
     def clear(self) -> None:
         with self._lock:

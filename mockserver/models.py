@@ -10,6 +10,7 @@ HTTP; the views call these methods and render what they return or raise::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -163,6 +164,7 @@ class Identity:
         return self.session.permission_flags is not None
 
 
+@functools.lru_cache(maxsize=4096)  # createdAt/updatedAt are formatted again and again
 def iso(epoch: float) -> str:
     moment = datetime.fromtimestamp(epoch, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from .journal import Journal
+from .journal import Journal, readable
 from .models import Backend
 from .ratelimit import Bucket, BucketKey
 
@@ -105,7 +105,7 @@ class RedisJournal(Journal):
 
     def append(self, entry: dict[str, Any]) -> None:
         pipe = self.client.pipeline()
-        pipe.lpush(self.key, json.dumps(entry, default=str))
+        pipe.lpush(self.key, json.dumps(readable(entry), default=str))
         pipe.ltrim(self.key, 0, self.size - 1)
         pipe.execute()
 
