@@ -27,7 +27,7 @@ from .spec import Limit
 BucketKey = tuple[str, str, str | None]
 
 
-@dataclass
+@dataclass(slots=True)  # one per client address and route: keep them small
 class Bucket:
     limit: Limit
     start: float | None = None  # the window starts at the first counted request
@@ -62,7 +62,7 @@ class Bucket:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class Ticket:
     key: BucketKey
     time: float
