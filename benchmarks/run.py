@@ -138,18 +138,71 @@ class Server:
             self.process.wait()
 
 
-def mock_command(port: int) -> list[str]:
+def mock_command(port: int, *extra: str) -> list[str]:
     executable = Path(sys.executable).parent / "cumulonimbus-mock"
-    return [str(executable), "--port", str(port), "--quiet"]
+    return [str(executable), "--port", str(port), "--quiet", *extra]
 
 
-def start_mock() -> Server:
+def start_mock(*extra: str, name: str = "mock") -> Server:
     port = free_port()
     started = time.monotonic()
-    process = subprocess.Popen(mock_command(port), stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(mock_command(port, *extra), stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_until_up(process, base + "/api/")
-    return Server("mock", base, "/api", "", process, time.monotonic() - started)
+    return Server(name, base, "/api", "", process, time.monotonic() - started)
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str] | None:
+    """A throw-away redis-server on a free loopback port, or None without one."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    port = free_port()
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    for _ in range(400):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.025)  # waiting for the server to bind
+    process.kill()
+    return None
+
+
+def scale_out(args: argparse.Namespace, single: Server) -> str:
+    """Scenario (a) on 2 workers sharing state through Redis, beside the one process."""
+    redis = start_redis()
+    if redis is None:
+        return "2 workers + Redis: skipped (no redis-server; apt-get install redis-server)"
+    process, url = redis
+    workers = start_mock("--workers", "2", "--redis", url, name="mock-2w")
+    try:
+        one, _ = prepare_mock(workers)
+        for run in range(args.runs):
+            measure(workers, "a", one, args, run)
+        a1, a2 = single.results["a"], workers.results["a"]
+        return (
+            f"(a) 1 process: {median(a1, 'rps'):.0f} req/s,"
+            f" p99 {median(a1, 'p99_us') / 1000:.2f} ms;"
+            f" 2 workers + Redis: {median(a2, 'rps'):.0f} req/s,"
+            f" p99 {median(a2, 'p99_us') / 1000:.2f} ms"
+            f" ({median(a2, 'rps') / median(a1, 'rps'):.2f}x; every request runs under one"
+            " Redis lock, so workers add resilience, not throughput)"
+        )
+    finally:
+        workers.stop()
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def start_prism() -> Server:
@@ -227,7 +280,7 @@ def wrk(
 
 
 def measure(server: Server, scenario: str, token: str, args: argparse.Namespace, run: int) -> None:
-    if server.name == "mock":
+    if server.name.startswith("mock"):
         call(server.base, "DELETE", "/_mock/ratelimits")  # each measurement starts clean
     offset = (run * 3 + "abc".index(scenario)) * 20000
     wrk(server, scenario, token, args.warmup, args, offset)
@@ -327,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeat and print medians")
     parser.add_argument("--scenarios", default="abc")
     parser.add_argument("--no-prism", action="store_true", help="measure the mock alone")
+    parser.add_argument(
+        "--no-redis", action="store_true", help="skip 1 process vs 2 workers + Redis"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every measurement here")
     parser.add_argument("--memory", action="store_true", help="the bounded-memory run instead")
     parser.add_argument("--addresses", type=int, default=100_000)
@@ -368,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             f"medians of {args.runs} run(s)"
         )
         print(report(mock, prism, list(args.scenarios), cold, load))
+        if not args.no_redis and "a" in args.scenarios:
+            print(scale_out(args, mock))
         if args.json:
             data = {s.name: s.results for s in (mock, prism) if s is not None}
             Path(args.json).write_text(json.dumps({"cold_start_s": cold, **data}, indent=1))
