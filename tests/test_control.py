@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -184,3 +185,37 @@ def test_control_answers_match_control_yaml(app: Flask, api: Api) -> None:
         ).get_environ()
         request = WerkzeugOpenAPIRequest(Request(environ))
         spec.validate_response(request, WerkzeugOpenAPIResponse(response))
+
+
+def _control_operations() -> list[tuple[str, str]]:
+    import yaml
+
+    from mockserver.spec import spec_dir
+
+    document = yaml.safe_load((spec_dir() / "control.yaml").read_text())
+    return [
+        (method.upper(), "/_mock" + path.replace("{id}", "1").replace("{username}", "alice"))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if operation.get("security") != []  # the pages and specs hold no state
+    ]
+
+
+@pytest.mark.parametrize(("method", "path"), _control_operations())
+def test_every_stateful_control_endpoint_refuses_without_the_token(
+    clock, method: str, path: str
+) -> None:  # type: ignore[no-untyped-def]
+    app = create_app({"CLOCK": clock, "CONTROL_TOKEN": "s3cret"})
+    client = app.test_client()
+    for headers in ({}, {"X-Mock-Token": "wrong"}):
+        response = client.open(path, method=method, json={}, headers=headers)
+        assert response.status_code == 401, (method, path)
+        assert response.json["code"] == "INVALID_MOCK_TOKEN_ERROR"
+    state = app.extensions["cumulonimbus"].backend
+    assert [u.username for u in state.users.values()] == [
+        "alice",
+        "bob",
+        "carol",
+        "dave",
+        "mallory",
+    ]
