@@ -207,6 +207,7 @@ class Client:
         self.pacer = Pacer()
         self.exchanges: list[Exchange] = []
         self.good_tokens: set[str] = set()
+        self.blocked_until: dict[tuple, float] = {}
         self._ips = _ips()
         self._ip_lock = threading.Lock()
         self.on_rate_limited = on_rate_limited or self._sleep_for
@@ -251,13 +252,32 @@ class Client:
         return keys
 
     def pace(self, route: str, token: str | None, body: Any, *, wait: bool = True) -> None:
-        """Wait until a request fits every window (or, with wait=False, just count it)."""
+        """Wait until a request fits every window (or, with wait=False, just count it).
+
+        A route budget is only waited on here: whether the request used it shows in the
+        response (see `learn`), since requests refused before the route's limiter (bad
+        input, a wrong password) do not count there."""
         keys = self._keys(route, token, body)
+        counted = [k for k in keys if k[0][0] != "route-limit"]
+        budget = [k for k in keys if k[0][0] == "route-limit"]
         if wait:
-            self.pacer.acquire(keys, f"{route}")
+            self._wait_for_budget(budget, route)
+            self.pacer.acquire(counted, route)
         else:
-            for key, _limit, _window in keys:
+            for key, _limit, _window in counted:
                 self.pacer.record(key)
+
+    def _wait_for_budget(self, budget: list[tuple[tuple, int, float]], route: str) -> None:
+        while True:
+            now = time.monotonic()
+            wait = self.pacer.delay(budget, now)
+            for key, _limit, _window in budget:
+                wait = max(wait, self.blocked_until.get(key, 0.0) - now)
+            if wait <= 0:
+                return
+            if wait > 5:
+                progress(f"waiting {wait:.0f}s for the {route} budget")
+            self.pacer._sleep(min(wait + 0.05, 10.0))
 
     def settle(self, route: str, token: str | None, body: Any) -> None:
         """Wait, without counting, until one more request fits the burst windows (for
@@ -266,13 +286,34 @@ class Client:
         while (wait := self.pacer.delay(keys, time.monotonic())) > 0:
             time.sleep(wait + 0.05)
 
-    def learn(self, token: str | None, status: int) -> None:
-        if token is None:
+    def learn(
+        self,
+        token: str | None,
+        status: int,
+        *,
+        route: str | None = None,
+        body: Any = None,
+        headers: Any = None,
+    ) -> None:
+        """What a response tells: the token works (or not), the route budget was used."""
+        if token is not None:
+            if status == 401:
+                self.good_tokens.discard(token)
+            elif status != 429:
+                self.good_tokens.add(token)
+        if route is None or headers is None or route not in self.route_limits:
             return
-        if status == 401:
-            self.good_tokens.discard(token)
-        elif status != 429:
-            self.good_tokens.add(token)
+        limit = str(self.route_limits[route][0])
+        if headers.get("RateLimit-Skipped") == "true" or headers.get("RateLimit-Limit") != limit:
+            return
+        for key, _limit, _window in self._keys(route, token, body):
+            if key[0] != "route-limit":
+                continue
+            self.pacer.record(key)
+            reset = str(headers.get("RateLimit-Reset", ""))
+            if headers.get("RateLimit-Remaining") == "0" and reset.isdigit():
+                # The server's own count wins (other clients may share the budget).
+                self.blocked_until[key] = time.monotonic() + int(reset) + 0.5
 
     def request(
         self,
@@ -326,7 +367,13 @@ class Client:
                 text=response.text,
             )
             self.exchanges.append(exchange)
-            self.learn(token, response.status_code)
+            self.learn(
+                token,
+                response.status_code,
+                route=f"{method} {route or path}",
+                body=json_body,
+                headers=response.headers,
+            )
             if response.status_code != 429 or not retry_rate_limited:
                 return exchange
             reset = response.headers.get("RateLimit-Reset", "1")

@@ -152,7 +152,14 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
                 body = case.body if isinstance(case.body, dict) else None
                 client.pace(f"{op.method} {op.path}", token, body)
             response = case.call(base_url=base_url, headers=extra, session=client.session)
-            client.learn(token, response.status_code)
+            exchange = _exchange(response)
+            client.learn(
+                token,
+                response.status_code,
+                route=f"{op.method} {op.path}",
+                body=case.body if isinstance(case.body, dict) else None,
+                headers=exchange.headers,
+            )
             if response.status_code != 429 or client.rotate_ips:
                 break
             reset = response.headers.get("RateLimit-Reset", ["1"])
@@ -163,7 +170,6 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
             time.sleep(wait)
         if op.deletes_sessions and response.status_code == 200:
             ctx.forget(None)
-        exchange = _exchange(response)
         # The spec decides that a path parameter outside its pattern is an unknown path
         # (404 INVALID_ENDPOINT_ERROR), which the operation's own 404 may not list.
         unknown_path = _unknown_path(op, case, exchange)

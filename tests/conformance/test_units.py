@@ -85,3 +85,16 @@ def test_client_keeps_to_the_route_budgets_of_the_spec() -> None:
     assert login == [(("route-limit", "POST /login", "anonymous"), 4, 300.0)]
     answer = client._keys("POST /login", None, {"2fa": {"token": "t"}})
     assert not [k for k in answer if k[0][0] == "route-limit"]
+
+
+def test_client_counts_a_route_budget_only_when_the_route_counted() -> None:
+    from conformance.client import Client
+
+    client = Client("http://h/api", route_limits={"POST /login": (4, 300.0, True)})
+    key = ("route-limit", "POST /login", "anonymous")
+    client.learn(None, 400, route="POST /login", body={}, headers={"RateLimit-Limit": "100"})
+    assert len(client.pacer._sent[key]) == 0
+    counted = {"RateLimit-Limit": "4", "RateLimit-Remaining": "0", "RateLimit-Reset": "120"}
+    client.learn(None, 201, route="POST /login", body={}, headers=counted)
+    assert len(client.pacer._sent[key]) == 1
+    assert key in client.blocked_until
