@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wrappers import Request
 
 from . import exceptions as err
@@ -257,7 +257,9 @@ def _http_error(error: HTTPException) -> Response:
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    # ASCII escapes: a string may hold a lone surrogate (JSON allows "\\ud800"), which
+    # would not encode as UTF-8.
+    data = json.dumps(body, separators=(",", ":"))
     listed = [("Content-Type", "application/json"), ("Cache-Control", CACHE_CONTROL)]
     if headers:
         listed.extend(headers.items())
@@ -284,7 +286,7 @@ def _read_body(request: Request) -> dict[str, Any]:
     """
     if "json" not in (request.mimetype or ""):
         return {}
-    raw = request.get_data(cache=True)
+    raw = _body_bytes(request)
     if not raw:
         return {}
     try:
@@ -292,6 +294,15 @@ def _read_body(request: Request) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return _trim(body) if isinstance(body, dict) else {}
+
+
+def _body_bytes(request: Request) -> bytes:
+    """The request body; a body cut short (a Content-Length larger than what came) is
+    treated as no body, which earns the operation's MISSING_FIELDS_ERROR, not a 500."""
+    try:
+        return request.get_data(cache=True)
+    except BadRequest:
+        return b""
 
 
 def _trim(value: Any) -> Any:
@@ -314,6 +325,10 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
     state.backend.maybe_prune()
     if request.method == "OPTIONS":
         return Response(status=204)  # CORS preflight; CORS headers come from after_request
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        # Refused before anything runs, whether or not the operation takes a body.
+        return json_response(413, err.PayloadTooLarge().to_dict())
     path = "/api/" + rest
     matched = state.spec.match(request.method, path)
     if matched is None and rest.strip("/") == "":
@@ -346,6 +361,9 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
     except Exception as error:  # never a bare crash: a JSON 500, and the cause in the log
         log.exception("unhandled error in %s: %s", op.operation_id, error)
         status, body = 500, err.InternalServerError().to_dict()
+    if status >= 400:
+        for take_back in call.undo:
+            take_back()
 
     # All headers are known before the response exists: werkzeug's Headers are cheap to
     # build from a list and dear to edit one by one.
@@ -398,7 +416,7 @@ def _journal(
     # journal (see journal.readable): recording sits on every request's path.
     environ = request.environ
     has_body = request.content_length or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "")
-    raw = request.get_data(cache=True) if has_body else b""
+    raw = _body_bytes(request) if has_body else b""
     request_body: Any = (raw if len(raw) <= 4096 else "<large body>") if raw else None
     state.record(
         {

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import secrets
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -171,7 +171,8 @@ def iso(epoch: float) -> str:
 
 
 def _hash_password(password: str, salt: str) -> str:
-    return hashlib.sha256((salt + password).encode()).hexdigest()
+    # surrogatepass: JSON can carry lone surrogates, which plain UTF-8 refuses.
+    return hashlib.sha256((salt + password).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Backend:
@@ -202,10 +203,16 @@ class Backend:
 
     def reset(self) -> None:
         with self.lock:
+            lock, limiter = self.lock, self.limiter
             self.clock.reset()
-            buckets = self.limiter.store
-            buckets.clear()
-            self.__init__(self.spec, self.clock, self.seed_users, self.signer, buckets=buckets)  # type: ignore[misc]
+            limiter.reset()
+            # A new key: the seed users come back with the same ids, so a token from
+            # before the reset (even a revoked one) could otherwise match a new session.
+            signer = TokenSigner.generate(self.signer.issuer)
+            self.__init__(self.spec, self.clock, self.seed_users, signer, buckets=limiter.store)  # type: ignore[misc]
+            # Threads already waiting on the old lock and limiter must meet new ones on
+            # the same objects, so both outlive the reset.
+            self.lock, self.limiter = lock, limiter
 
     # Users -------------------------------------------------------------------------
 
@@ -368,12 +375,21 @@ class Backend:
             token=token, exp=exp, types=user.second_factor_types
         )
 
-    def answer_challenge(self, answer: dict[str, Any], expected_user: User | None = None) -> User:
-        """Check a ``2fa`` answer; the user it proves, or the API error it earns."""
-        missing = [f for f in ("token", "type", "code") if not isinstance(answer.get(f), str)]
+    def answer_challenge(
+        self,
+        answer: dict[str, Any],
+        expected_user: User | None = None,
+        undo: list[Callable[[], None]] | None = None,
+    ) -> User:
+        """Check a ``2fa`` answer; the user it proves, or the API error it earns.
+
+        A backup code is used up at once (so two requests cannot both spend it); with
+        ``undo``, a way to give it back is added there, for when the request fails later.
+        """
+        missing = [f for f in ("token", "type") if not isinstance(answer.get(f), str)]
         if missing:
             raise err.MissingFields(missing)
-        token, kind, code = answer["token"], answer["type"], answer["code"]
+        token, kind, code = answer["token"], answer["type"], answer.get("code")
         if token.count(".") != 2:
             raise err.MalformedSecondFactorResponse()
         claims = self.signer.verify(token)
@@ -386,6 +402,8 @@ class Backend:
                 raise err.InvalidSecondFactorResponse()
             if kind not in user.second_factor_types:
                 raise err.InvalidSecondFactorMethod()
+            if not isinstance(code, str):
+                raise err.MissingFields(["code"])
             if kind == "totp":
                 assert user.totp_secret is not None
                 if not verify_totp(user.totp_secret, code.strip(), now):
@@ -396,13 +414,22 @@ class Backend:
                     raise err.InvalidSecondFactorResponse()
                 user.backup_codes.discard(digest)  # each backup code works once
                 self.revision += 1
+                if undo is not None:
+                    undo.append(lambda: self._give_back(user, digest))
             return user
 
-    def reverify(self, user: User, body: dict[str, Any]) -> None:
+    def _give_back(self, user: User, digest: str) -> None:
+        with self.lock:
+            user.backup_codes.add(digest)
+            self.revision += 1
+
+    def reverify(
+        self, user: User, body: dict[str, Any], undo: list[Callable[[], None]] | None = None
+    ) -> None:
         """Identity reverification: a password, then a second factor if the user has one."""
         answer = body.get("2fa")
         if isinstance(answer, dict) and user.has_second_factor:
-            self.answer_challenge(answer, expected_user=user)
+            self.answer_challenge(answer, expected_user=user, undo=undo)
             return
         password = body.get("password")
         if not isinstance(password, str):

@@ -8,6 +8,7 @@ operation's ``x-`` extensions and raises an API error to refuse.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,9 @@ class Call:
     ip: str
     identity: Identity | None
     tickets: list[Ticket] = field(default_factory=list)
+    # What to take back if the request fails after a policy had an effect (a backup
+    # code spent in reverification, say).
+    undo: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def answers_challenge(self) -> bool:
@@ -83,7 +87,7 @@ def run(call: Call, backend: Backend, validator: SpecValidator | None) -> None:
 
     # Scoped sessions skip reverification; login checks credentials as its operation.
     if op.reverification == "password" and identity is not None and not identity.scoped:
-        backend.reverify(identity.user, call.body)
+        backend.reverify(identity.user, call.body, undo=call.undo)
 
     if validator is not None:
         validator.check_request(

@@ -14,7 +14,9 @@ Redis::
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import secrets
 import threading
 import time
@@ -28,10 +30,13 @@ from .journal import Journal, readable
 from .models import Backend
 from .ratelimit import Bucket, BucketKey
 
+log = logging.getLogger("cumulonimbus-mock")
+
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
-LOCK_TTL_MS = 10_000  # a crashed worker's lock expires instead of blocking the rest
+LOCK_TTL_MS = 30_000  # a crashed worker's lock expires instead of blocking the rest
+BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before the lock; larger bodies are refused anyway
 
 
 class RedisBuckets(MutableMapping[BucketKey, Bucket]):
@@ -139,7 +144,13 @@ class RedisSync:
                 try:
                     yield
                 finally:
-                    self._store(revision, clock)
+                    if self.client.get(self.keys["lock"]) == token.encode():
+                        self._store(revision, clock)
+                    else:
+                        # The lock expired under this request and another worker may have
+                        # moved on: writing now would undo its changes. Drop ours instead.
+                        log.error("a request outlived the Redis lock; its changes were dropped")
+                        self._loaded_revision = None
             finally:
                 self.client.eval(_RELEASE, 1, self.keys["lock"], token)
 
@@ -147,6 +158,7 @@ class RedisSync:
         """WSGI middleware: the whole request, body included, is one unit of work."""
 
         def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            _buffer_body(environ)  # a slow client must not hold every worker's lock
             with self.unit_of_work():
                 return list(app(environ, start_response))
 
@@ -192,6 +204,17 @@ class RedisSync:
     def _clock_state(self) -> tuple[float, float | None]:
         clock = self.backend.clock
         return clock._offset, clock._frozen_at
+
+
+def _buffer_body(environ: dict[str, Any]) -> None:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if 0 < length <= BODY_BUFFER_MAX:
+        data = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
 
 
 def connect(url: str) -> redis.Redis:

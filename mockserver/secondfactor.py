@@ -59,4 +59,4 @@ def new_backup_codes() -> list[str]:
 
 
 def hash_backup_code(code: str) -> str:
-    return hashlib.sha512(code.strip().lower().encode()).hexdigest()
+    return hashlib.sha512(code.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()

@@ -32,11 +32,13 @@ from openapi_core.validation.response.validators import V31ResponseValidator
 from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
 from werkzeug.datastructures import Headers, ImmutableMultiDict, MultiDict
 
-from .exceptions import MissingFields
+from .exceptions import BodyTooLarge, MissingFields
 from .spec import Operation
 
 log = logging.getLogger(__name__)
 HOST = "http://mock.invalid"
+# Stands for "an array over its maxItems" among field names; never a real field name.
+TOO_MANY_ITEMS = "\0too-many-items"
 # Parameter results remembered (path and query values); forgotten all at once when full.
 PARAM_RESULTS_KEPT = 4096
 
@@ -117,8 +119,11 @@ class SpecValidator:
         body: Any,
     ) -> None:
         fields = self.request_fields(op, path, query, headers, body)
+        wrong = [f for f in fields if f != TOO_MANY_ITEMS]
+        if wrong:
+            raise MissingFields(wrong)
         if fields:
-            raise MissingFields(fields)
+            raise BodyTooLarge()
 
     def request_fields(
         self,
@@ -256,6 +261,8 @@ def _schema_errors_fields(schema_errors: Any) -> list[str]:
 
 
 def _schema_error_fields(error: Any) -> list[str]:
+    if error.validator == "maxItems":
+        return [TOO_MANY_ITEMS]  # the API answers this one with BODY_TOO_LARGE_ERROR
     if error.validator in ("anyOf", "oneOf") and error.context:
         # Report what the first alternative lacks: for login, username and password.
         first = [e for e in error.context if e.schema_path and e.schema_path[0] == 0]
