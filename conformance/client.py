@@ -199,7 +199,8 @@ class Client:
         self.session.headers["User-Agent"] = USER_AGENT
         self.rotate_ips = rotate_ips
         self.timeout = timeout
-        self.burst = burst
+        # A little wider than the server's window: it stamps requests when they arrive.
+        self.burst = (burst[0], burst[1] + 0.15)
         # Stay a little under the real limits: other clients may share them.
         self.global_limit = (max(1, global_limit[0] - 5), global_limit[1])
         # "METHOD /route/template" -> (limit, window, second-factor answers skipped).
