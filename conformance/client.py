@@ -268,6 +268,13 @@ class Client:
             for key, _limit, _window in counted:
                 self.pacer.record(key)
 
+    def wait_for_full_budget(self, route: str, token: str | None, body: Any) -> None:
+        """Wait until nothing the suite sent counts against the route's budget any more."""
+        budget = [
+            (k, 1, w) for k, _limit, w in self._keys(route, token, body) if k[0] == "route-limit"
+        ]
+        self._wait_for_budget(budget, route)
+
     def _wait_for_budget(self, budget: list[tuple[tuple, int, float]], route: str) -> None:
         while True:
             now = time.monotonic()
