@@ -13,7 +13,7 @@ PORT ?= 8000
 BENCH_NPM_STAMP := benchmarks/node_modules/.installed
 BENCH_ARGS ?=
 
-.PHONY: install serve test lint fmt clean bench
+.PHONY: install serve test lint fmt clean conformance bench
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ $(NPM_STAMP): clients/js/package.json clients/js/package-lock.json
 
 serve: $(STAMP)
 	$(BIN)/cumulonimbus-mock --host $(HOST) --port $(PORT)
+
+# Judge a running server by the spec: make conformance BASE_URL=https://host/api
+BASE_URL ?= http://$(HOST):$(PORT)/api
+conformance: $(STAMP)
+	$(BIN)/pytest conformance --base-url $(BASE_URL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
