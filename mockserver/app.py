@@ -144,11 +144,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(404)
     def _not_found(_: Exception) -> Response:
-        return json_response(404, err.InvalidEndpoint().to_dict())
+        return unknown_endpoint()
 
     @app.errorhandler(405)
     def _not_allowed(_: Exception) -> Response:
-        return json_response(404, err.InvalidEndpoint().to_dict())
+        return unknown_endpoint()
 
     @app.errorhandler(413)
     def _too_large(_: Exception) -> Response:
@@ -249,11 +249,18 @@ class ApiFastPath:
 def _http_error(error: HTTPException) -> Response:
     """What the app's error handlers answer to an HTTP error raised on the way."""
     if error.code in (404, 405):
-        return json_response(404, err.InvalidEndpoint().to_dict())
+        return unknown_endpoint()
     if error.code == 413:
         return json_response(413, err.PayloadTooLarge().to_dict())
     log.exception("unhandled error: %s", error)
     return json_response(500, err.InternalServerError().to_dict())
+
+
+def unknown_endpoint() -> Response:
+    """The answer to any path or method the spec does not have, however it was reached
+    (the spec's routing, or Flask's for paths that never get that far). Unknown paths are
+    not rate-limited, so the answer says it was not counted."""
+    return json_response(404, err.InvalidEndpoint().to_dict(), {"RateLimit-Skipped": "true"})
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -334,9 +341,7 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
     if matched is None and rest.strip("/") == "":
         matched = (state.spec.operations["getHello"], {})  # the root answers any method
     if matched is None:
-        response = json_response(
-            404, err.InvalidEndpoint().to_dict(), {"RateLimit-Skipped": "true"}
-        )
+        response = unknown_endpoint()
         _journal(state, request, None, response, started)
         return response
 

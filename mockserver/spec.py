@@ -183,12 +183,6 @@ class Spec:
             return None
         return self.operations[str(endpoint)], dict(args)
 
-    def allowed_methods(self, path: str) -> list[str]:
-        try:
-            return sorted(self._adapter.allowed_methods(path))
-        except Exception:
-            return []
-
 
 @functools.cache
 def load_document(path: str | None = None) -> dict[str, Any]:

@@ -141,3 +141,10 @@ def test_the_413_answer_is_valid_against_the_spec(api: Api, app) -> None:  # typ
     OpenAPI.from_dict(document).validate_response(
         WerkzeugOpenAPIRequest(Request(environ)), WerkzeugOpenAPIResponse(response)
     )
+
+
+def test_a_path_flask_cannot_route_still_says_it_was_not_counted(api: Api) -> None:
+    # Non-ASCII goes through Flask, whose path rule cannot match a newline.
+    response = api.call("GET", "/users/%C3%A9%0A/sessions/all")
+    assert_error(response, 404, "INVALID_ENDPOINT_ERROR", "Invalid Endpoint")
+    assert response.headers["RateLimit-Skipped"] == "true"
