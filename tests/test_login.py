@@ -11,7 +11,10 @@ from mockserver.models import Backend
 
 from .conftest import START, Api, assert_error
 
-FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+CHROME_WINDOWS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
 
 
 def claims(token: str) -> dict:
@@ -120,37 +123,41 @@ def test_a_field_of_the_wrong_type_counts_as_missing(
     assert_error(response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=fields)
 
 
-def test_session_name_comes_from_x_session_name(api: Api) -> None:
+def session_name_after_login(api: Api, headers: dict[str, str]) -> str:
     response = api.call(
-        "POST",
-        "/login",
-        json={"username": "alice", "password": "password"},
-        headers={"X-Session-Name": "My laptop", "User-Agent": FIREFOX},
+        "POST", "/login", json={"username": "alice", "password": "password"}, headers=headers
     )
-    token = response.json["token"]
-    assert api.call("GET", "/users/me/sessions/me", token).json["name"] == "My laptop"
+    assert response.status_code == 201
+    return str(api.call("GET", "/users/me/sessions/me", response.json["token"]).json["name"])
+
+
+def test_session_name_comes_from_x_session_name(api: Api) -> None:
+    headers = {"X-Session-Name": "My laptop", "User-Agent": CHROME_WINDOWS}
+    assert session_name_after_login(api, headers) == "My laptop"
 
 
 def test_session_name_is_derived_from_the_user_agent(api: Api) -> None:
-    response = api.call(
-        "POST",
-        "/login",
-        json={"username": "alice", "password": "password"},
-        headers={"User-Agent": FIREFOX},
-    )
-    token = response.json["token"]
-    assert api.call("GET", "/users/me/sessions/me", token).json["name"] == "Firefox v120 on Linux"
+    # As the live service named it (observed row 79): OS version kept, majors only.
+    headers = {"User-Agent": CHROME_WINDOWS}
+    assert session_name_after_login(api, headers) == "Chrome v120 on Windows v10"
 
 
-def test_an_unknown_user_agent_is_the_name_as_is(api: Api) -> None:
-    response = api.call(
-        "POST",
-        "/login",
-        json={"username": "alice", "password": "password"},
-        headers={"User-Agent": "curl/8.5.0"},
-    )
-    token = response.json["token"]
-    assert api.call("GET", "/users/me/sessions/me", token).json["name"] == "curl/8.5.0"
+@pytest.mark.parametrize(
+    "user_agent",
+    ["Cumulonimbus-Wrapper/5.1.0", ""],
+    ids=["unrecognised", "empty"],
+)
+def test_an_unknown_user_agent_is_an_unknown_browser_on_an_unknown_os(
+    api: Api, user_agent: str
+) -> None:
+    headers = {"User-Agent": user_agent}
+    assert session_name_after_login(api, headers) == "Unknown Browser on an Unknown OS"
+
+
+def test_a_huge_user_agent_is_named_from_its_start(api: Api) -> None:
+    # issue 12 item 6: 400 KB of this took 5.4 s and was stored whole as the name.
+    headers = {"User-Agent": CHROME_WINDOWS + " Version/1" * 40000}
+    assert session_name_after_login(api, headers) == "Chrome v120 on Windows v10"
 
 
 def test_two_logins_in_the_same_second_get_distinct_ids(api: Api) -> None:

@@ -104,8 +104,8 @@ def test_login_returns_a_client_for_a_new_browser_session(mock: Mock) -> None:
     current = ok(outcomes[1])
     assert current["status"] == 200
     assert current["result"]["permissionFlags"] is None
-    # Node's fetch sends the client's own User-Agent, which names the session.
-    assert current["result"]["name"] == "Cumulonimbus-Wrapper/5.1.0"
+    # Node's fetch sends the client's own User-Agent, which no device detector knows.
+    assert current["result"]["name"] == "Unknown Browser on an Unknown OS"
     assert current["ratelimit"] == DEFAULT_LIMIT
 
 
@@ -379,7 +379,7 @@ def test_staff_get_user_session(mock: Mock) -> None:
     )
     seen = ok(outcomes[-1])["result"]
     assert seen["id"] == outcomes[1]["result"]["id"]
-    assert seen["name"] == "Cumulonimbus-Wrapper/5.1.0"
+    assert seen["name"] == "Unknown Browser on an Unknown OS"
 
 
 def test_staff_delete_user_session(mock: Mock) -> None:

@@ -34,7 +34,7 @@ def test_the_readme_snippet_works(mock: Mock) -> None:
     )
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout.strip() == (
-        "1 Cumulonimbus-Wrapper/5.1.0 { limit: 100, remaining: 99, reset: 60 }"
+        "1 Unknown Browser on an Unknown OS { limit: 100, remaining: 99, reset: 60 }"
     )
 
 
