@@ -23,10 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
+
+if TYPE_CHECKING:
+    from conformance.spec import RateLimit
 
 USER_AGENT = "cumulonimbus-conformance/1 (python-requests)"
 
@@ -191,7 +194,7 @@ class Client:
         timeout: float = 15.0,
         burst: tuple[int, float] = (3, 1.0),
         global_limit: tuple[int, float] = (100, 60.0),
-        route_limits: dict[str, tuple[int, float, bool]] | None = None,
+        route_limits: dict[str, RateLimit] | None = None,
         on_rate_limited: Callable[[float], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -231,34 +234,38 @@ class Client:
             url += "?" + urlencode(query)
         return url
 
-    def _keys(self, route: str, token: str | None, body: Any) -> list[tuple[tuple, int, float]]:
+    def _keys(
+        self, route: str, token: str | None, body: Any, path: str = ""
+    ) -> list[tuple[tuple, int, float]]:
         # A token the server has not yet accepted may make the request anonymous (bad
         # signature, revoked): count it against both identities until it is known good.
         who = token_claims(token).get("sub") or "token" if token else "anonymous"
         identities = [who] if token is None or token in self.good_tokens else [who, "anonymous"]
+        limiter = self.route_limits.get(route)
+        # The server's bucket: one per route, shared by its methods (`me` is its own).
+        bucket = limiter.bucket(path) if limiter is not None and path else route
         keys = []
         for identity in dict.fromkeys(identities):
             keys += [
-                (("route", route, identity), self.burst[0], self.burst[1]),
+                (("route", bucket, identity), self.burst[0], self.burst[1]),
                 (("identity", identity), self.burst[0], self.burst[1]),
                 (("global", identity), self.global_limit[0], self.global_limit[1]),
             ]
-        answers_challenge = isinstance(body, dict) and "2fa" in body
-        if route in self.route_limits:
-            limit, window, skips_answers = self.route_limits[route]
-            if not (answers_challenge and skips_answers):
-                # Small budgets are used in full; large ones keep a margin for others.
-                budget = limit if limit <= 10 else limit - 5
-                keys.append((("route-limit", route, identities[0]), budget, window))
+        if limiter is not None:
+            # Small budgets are used in full; large ones keep a margin for others.
+            budget = limiter.limit if limiter.limit <= 10 else limiter.limit - 5
+            keys.append((("route-limit", bucket, identities[0]), budget, limiter.window))
         return keys
 
-    def pace(self, route: str, token: str | None, body: Any, *, wait: bool = True) -> None:
+    def pace(
+        self, route: str, token: str | None, body: Any, *, wait: bool = True, path: str = ""
+    ) -> None:
         """Wait until a request fits every window (or, with wait=False, just count it).
 
         A route budget is only waited on here: whether the request used it shows in the
         response (see `learn`), since requests refused before the route's limiter (bad
         input, a wrong password) do not count there."""
-        keys = self._keys(route, token, body)
+        keys = self._keys(route, token, body, path)
         counted = [k for k in keys if k[0][0] != "route-limit"]
         budget = [k for k in keys if k[0][0] == "route-limit"]
         if wait:
@@ -268,10 +275,14 @@ class Client:
             for key, _limit, _window in counted:
                 self.pacer.record(key)
 
-    def wait_for_full_budget(self, route: str, token: str | None, body: Any) -> None:
+    def wait_for_full_budget(
+        self, route: str, token: str | None, body: Any, path: str = ""
+    ) -> None:
         """Wait until nothing the suite sent counts against the route's budget any more."""
         budget = [
-            (k, 1, w) for k, _limit, w in self._keys(route, token, body) if k[0] == "route-limit"
+            (k, 1, w)
+            for k, _limit, w in self._keys(route, token, body, path)
+            if k[0] == "route-limit"
         ]
         self._wait_for_budget(budget, route)
 
@@ -286,6 +297,10 @@ class Client:
             if wait > 5:
                 progress(f"waiting {wait:.0f}s for the {route} budget")
             self.pacer._sleep(min(wait + 0.05, 10.0))
+
+    def _bucket_limits(self, bucket_route: str) -> set[str]:
+        """Every limit a request on this route may show: each of its methods' own."""
+        return {str(lim.limit) for lim in self.route_limits.values() if lim.route == bucket_route}
 
     def settle(self, route: str, token: str | None, body: Any) -> None:
         """Wait, without counting, until one more request fits the burst windows (for
@@ -302,6 +317,7 @@ class Client:
         route: str | None = None,
         body: Any = None,
         headers: Any = None,
+        path: str = "",
     ) -> None:
         """What a response tells: the token works (or not), the route budget was used."""
         if token is not None:
@@ -309,12 +325,14 @@ class Client:
                 self.good_tokens.discard(token)
             elif status != 429:
                 self.good_tokens.add(token)
-        if route is None or headers is None or route not in self.route_limits:
+        limiter = self.route_limits.get(route or "")
+        if limiter is None or headers is None or headers.get("RateLimit-Skipped") == "true":
             return
-        limit = str(self.route_limits[route][0])
-        if headers.get("RateLimit-Skipped") == "true" or headers.get("RateLimit-Limit") != limit:
+        # Counted in the route's bucket, whichever of its methods opened the window (and
+        # so set the limit it shows).
+        if headers.get("RateLimit-Limit") not in self._bucket_limits(limiter.route):
             return
-        for key, _limit, _window in self._keys(route, token, body):
+        for key, _limit, _window in self._keys(route or "", token, body, path):
             if key[0] != "route-limit":
                 continue
             self.pacer.record(key)
@@ -354,7 +372,7 @@ class Client:
         url = self.url(path, query)
         for _attempt in range(5):
             if not self.rotate_ips:
-                self.pace(f"{method} {route or path}", token, json_body, wait=pace)
+                self.pace(f"{method} {route or path}", token, json_body, wait=pace, path=path)
             try:
                 response = self.session.request(
                     method, url, headers=send_headers, data=body, timeout=self.timeout
@@ -381,6 +399,7 @@ class Client:
                 route=f"{method} {route or path}",
                 body=json_body,
                 headers=response.headers,
+                path=path,
             )
             if response.status_code != 429 or not retry_rate_limited:
                 return exchange

@@ -1034,3 +1034,111 @@ def ids_distinct(ctx: Context, op: Operation, variant: Any) -> None:
                 f"200 with id {token.id}",
                 alive,
             )
+
+
+def _route_partner(ctx: Context, op: Operation) -> Operation | None:
+    """Another method on the same rate-limit route, preferring a read."""
+    limiter = op.rate_limit
+    if limiter is None:
+        return None
+    others = [
+        other
+        for other in ctx.spec.operations
+        if other.rate_limit is not None
+        and other.rate_limit.route == limiter.route
+        and other.method != op.method
+    ]
+    others.sort(key=lambda other: other.method != "GET")
+    return others[0] if others else None
+
+
+def _off_literal_routes(call: Any) -> Any:
+    """The call on its templated route: a path parameter that would make the path a
+    literal route of its own (``me``) names an unknown id instead."""
+    limiter = call.op.rate_limit
+    if limiter is None or limiter.bucket(_path(call)) == limiter.route:
+        return call
+    return call.replace(path={name: "1234567890" for name in call.path})
+
+
+def _has_route_partner(op: Operation) -> bool:
+    from conformance.spec import load_spec
+
+    limiter = op.rate_limit
+    return limiter is not None and any(
+        other.rate_limit is not None
+        and other.rate_limit.route == limiter.route
+        and other.method != op.method
+        for other in load_spec().operations
+    )
+
+
+@check("ratelimit.route-buckets", applies=_has_route_partner)
+def ratelimit_route_buckets(ctx: Context, op: Operation, variant: Any) -> None:
+    """A bucket is a route, shared by every method on it: a request by another method on
+    the same path counts in the same bucket (observed rows 123-124, 53-60)."""
+    partner = _route_partner(ctx, op)
+    assert partner is not None
+    ip = _pinned(ctx)
+    first_call = _off_literal_routes(ctx.valid_call(op, placeholders=True))
+    second_call = _off_literal_routes(ctx.valid_call(partner, placeholders=True))
+    with ctx.target.frozen_clock():
+        (first,) = _send_paced(ctx, first_call, ip, 1)
+        (second,) = _send_paced(ctx, second_call, ip, 1)
+    ctx.after(first_call, first)
+    ctx.after(second_call, second)
+    if "true" in (first.headers.get("RateLimit-Skipped"), second.headers.get("RateLimit-Skipped")):
+        return  # one of them was not counted here: nothing to compare
+    r1, r2 = first.headers.get("RateLimit-Remaining"), second.headers.get("RateLimit-Remaining")
+    if not (r1 and r2 and r1.isdigit() and r2.isdigit()):
+        return  # headers.ratelimit judges missing headers
+    if int(r2) != int(r1) - 1:
+        raise fail(
+            "ratelimit.route-buckets",
+            op,
+            f"{partner.method} on the same route ({op.rate_limit.route}) counts in the same"  # type: ignore[union-attr]
+            " bucket",
+            f"RateLimit-Remaining: {int(r1) - 1} after {r1}",
+            second,
+            f"RateLimit-Remaining: {r2} after {op.method}'s {r1}",
+        )
+
+
+@check(
+    "ratelimit.literal-route",
+    applies=lambda op: op.rate_limit is not None and bool(op.rate_limit.literal_routes),
+)
+def ratelimit_literal_route(ctx: Context, op: Operation, variant: Any) -> None:
+    """A literal path such as ``/users/me/sessions/me`` is a bucket of its own, apart from
+    the templated route it also matches (observed rows 121-122)."""
+    limiter = op.rate_limit
+    assert limiter is not None
+    ip = _pinned(ctx)
+    call = ctx.valid_call(op, placeholders=True)
+    literal = limiter.literal_routes[0]
+    templated = _off_literal_routes(call)
+    literal_call = call.replace()
+    for name in literal_call.path:
+        literal_call.path[name] = literal.rsplit("/", 1)[-1]
+    with ctx.target.frozen_clock():
+        (first,) = _send_paced(ctx, templated, ip, 1)
+        (second,) = _send_paced(ctx, literal_call, ip, 1)
+    ctx.after(templated, first)
+    ctx.after(literal_call, second)
+    if second.headers.get("RateLimit-Skipped") == "true":
+        return
+    limit, remaining = (
+        second.headers.get("RateLimit-Limit"),
+        second.headers.get("RateLimit-Remaining"),
+    )
+    if not (limit and remaining and limit.isdigit() and remaining.isdigit()):
+        return
+    if int(remaining) != int(limit) - 1:
+        raise fail(
+            "ratelimit.literal-route",
+            op,
+            f"{literal} is a route of its own: its first request leaves limit - 1",
+            f"RateLimit-Remaining: {int(limit) - 1}",
+            second,
+            f"RateLimit-Remaining: {remaining} (counted with {limiter.route})",
+        )

@@ -104,9 +104,15 @@ def cache_control(ctx: Any, op: Operation, exchange: Exchange) -> None:
         )
 
 
-def _uncounted_statuses(ctx: Any, op: Operation) -> set[int]:
+def _uncounted(ctx: Any, op: Operation, exchange: Exchange) -> bool:
+    """Whether the spec says this answer is not counted: its limiter ignores the status or
+    the code, or it is a 503 (kill switches refuse before any route limiter, so the global
+    limiter judges them)."""
     limiter = op.rate_limit or ctx.spec.global_rate_limit
-    return set(limiter.ignore_statuses)
+    body = exchange.json if isinstance(exchange.json, dict) else {}
+    if exchange.status == 503 and 503 in ctx.spec.global_rate_limit.ignore_statuses:
+        return True
+    return not limiter.counts(exchange.status, body.get("code"))
 
 
 @check("headers.ratelimit", kind="response")
@@ -126,7 +132,7 @@ def ratelimit_headers(ctx: Any, op: Operation, exchange: Exchange) -> None:
             problem = "a 429 is not counted: RateLimit-Skipped: true"
         elif headers.get("RateLimit-Reason") not in ("standard", "burst"):
             problem = "a 429 carries RateLimit-Reason: standard or burst"
-    elif exchange.status in _uncounted_statuses(ctx, op):
+    elif _uncounted(ctx, op, exchange):
         if skipped != "true":
             problem = f"a {exchange.status} is not counted here: RateLimit-Skipped: true"
     elif skipped is not None and skipped != "true":

@@ -57,10 +57,15 @@ def _resolve(node: Any, root: dict[str, Any], seen: tuple[str, ...] = ()) -> Any
 
 @dataclass(frozen=True)
 class RateLimit:
+    """A limiter as the spec declares it. Its bucket is named by ``route``, shared by every
+    method on that path; a concrete path listed in ``literal_routes`` is a bucket of its own."""
+
     limit: int
-    window: int
+    window: float
     ignore_statuses: tuple[int, ...] = ()
-    skip_second_factor_answers: bool = False
+    ignore_codes: tuple[str, ...] = ()
+    route: str = "*"
+    literal_routes: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, data: dict[str, Any] | None) -> RateLimit | None:
@@ -68,9 +73,21 @@ class RateLimit:
             return None
         return cls(
             limit=int(data["limit"]),
-            window=int(data["window"]),
+            window=float(data["window"]),
             ignore_statuses=tuple(int(s) for s in data.get("ignoreStatuses", ())),
-            skip_second_factor_answers=bool(data.get("skipSecondFactorAnswers", False)),
+            ignore_codes=tuple(str(c) for c in data.get("ignoreCodes", ())),
+            route=str(data.get("route", "*")),
+            literal_routes=tuple(data.get("literalRoutes", ())),
+        )
+
+    def bucket(self, path: str) -> str:
+        """The bucket a concrete path (relative to the base URL) is counted in."""
+        trimmed = path.split("?")[0].rstrip("/") or "/"
+        return trimmed if trimmed in self.literal_routes else self.route
+
+    def counts(self, status: int, code: str | None) -> bool:
+        return (
+            status != 429 and status not in self.ignore_statuses and code not in self.ignore_codes
         )
 
 

@@ -176,13 +176,7 @@ class Target:
             burst=(spec.burst[0], spec.burst[1]),
             global_limit=(global_limit.limit, global_limit.window),
             route_limits={
-                f"{op.method} {op.path}": (
-                    op.rate_limit.limit,
-                    op.rate_limit.window,
-                    op.rate_limit.skip_second_factor_answers,
-                )
-                for op in spec.operations
-                if op.rate_limit is not None
+                op.label: op.rate_limit for op in spec.operations if op.rate_limit is not None
             },
         )
         target = cls(settings, spec, client, control)

@@ -23,7 +23,7 @@ from . import exceptions as err
 from .clock import Clock
 from .journal import Journal
 from .models import Backend, SeedUser
-from .policies import Call, run
+from .policies import Call, Context, Pipeline, build_pipeline
 from .seed import demo_users
 from .spec import Spec, load_spec
 from .validation import SpecValidator
@@ -32,13 +32,9 @@ from .views import VIEWS
 log = logging.getLogger("cumulonimbus-mock")
 
 CACHE_CONTROL = "no-cache, no-store, must-revalidate"
-RATELIMIT_HEADERS = (
-    "RateLimit-Limit",
-    "RateLimit-Remaining",
-    "RateLimit-Reset",
-    "RateLimit-Skipped",
-    "RateLimit-Reason",
-)
+# What the service exposes to scripts on other origins (observed rows 5-7): not Reason
+# nor Skipped, so a front end cannot rely on those in a browser.
+EXPOSED_RATELIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 API_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"))
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
@@ -46,7 +42,7 @@ CORS_HEADERS = {
         "Authorization, Content-Type, X-Session-Name, X-Requested-With, Accept, "
         "Cache-Control, X-Mock-Token"
     ),
-    "Access-Control-Expose-Headers": ", ".join(RATELIMIT_HEADERS),
+    "Access-Control-Expose-Headers": ", ".join(EXPOSED_RATELIMIT_HEADERS),
     "Access-Control-Max-Age": "600",
 }
 DEFAULTS: dict[str, Any] = {
@@ -73,6 +69,8 @@ class MockState:
     validator: SpecValidator
     strict: bool
     journal: Journal
+    pipeline: Pipeline
+    context: Context
     writer: Any = None  # a persistence.StateWriter with --state
 
     def record(self, entry: dict[str, Any]) -> None:
@@ -106,12 +104,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         issuer=app.config["ISSUER"],
         buckets=buckets,
     )
+    validator = SpecValidator(spec.document)
     state = MockState(
         spec=spec,
         backend=backend,
-        validator=SpecValidator(spec.document),
+        validator=validator,
         strict=bool(app.config["STRICT_RESPONSES"]),
         journal=journal,
+        pipeline=build_pipeline(spec),  # refuses a spec whose x-policy-order is not a pipeline
+        context=Context(backend, validator, VIEWS),
     )
     if redis_client is not None:
         from .redisstore import RedisSync
@@ -161,7 +162,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _common_headers(response: Response) -> Response:
-        return common_headers(response, request.headers.get("Origin"))
+        # The API allows any origin with `*`, as the service does (observed row 5).
+        api = request.path == "/api" or request.path.startswith("/api/")
+        return common_headers(response, None if api else request.headers.get("Origin"))
 
     return app
 
@@ -220,12 +223,10 @@ class ApiFastPath:
         except Exception as error:
             log.exception("unhandled error: %s", error)
             response = json_response(500, err.InternalServerError().to_dict())
-        return self._send(response, request.headers.get("Origin"), environ, start_response)
+        return self._send(response, environ, start_response)
 
     @staticmethod
-    def _send(
-        response: Response, origin: str | None, environ: dict[str, Any], start_response: Any
-    ) -> Any:
+    def _send(response: Response, environ: dict[str, Any], start_response: Any) -> Any:
         """What ``common_headers`` and werkzeug's ``Response.__call__`` would send, built
         as one list: editing werkzeug's Headers one by one costs a third of a request."""
         headers = response.headers.to_wsgi_list()
@@ -233,9 +234,8 @@ class ApiFastPath:
         if "cache-control" not in present:
             headers.append(("Cache-Control", CACHE_CONTROL))
         headers = [(n, v) for n, v in headers if n.lower() != "access-control-allow-origin"]
-        headers.append(("Access-Control-Allow-Origin", origin or "*"))
-        if origin:
-            headers.append(("Vary", "Origin"))
+        # Any origin, with `*` as the service answers (observed row 5).
+        headers.append(("Access-Control-Allow-Origin", "*"))
         headers.extend((n, v) for n, v in CORS_HEADERS.items() if n.lower() not in present)
         body = response.get_data()
         if response.status_code == 204:  # no body, so no length either (RFC 9110 8.6)
@@ -326,45 +326,36 @@ def _dispatch(rest: str = "") -> Response:
 
 
 def handle_api(state: MockState, request: Request, rest: str) -> Response:
-    """One request under ``/api/``: routing, policies, operation, rate-limit headers,
+    """One request under ``/api/``: the pipeline (routing included), rate-limit headers,
     strict check and journal. Needs no Flask request context."""
     started = time.perf_counter()
     state.backend.maybe_prune()
     if request.method == "OPTIONS":
-        return Response(status=204)  # CORS preflight; CORS headers come from after_request
+        # CORS preflight: no body, not counted; CORS headers come from common_headers.
+        preflight = Response(status=204)
+        del preflight.headers["Content-Type"]
+        return preflight
     limit = request.max_content_length
     if limit is not None and (request.content_length or 0) > limit:
         # Refused before anything runs, whether or not the operation takes a body.
         return json_response(413, err.PayloadTooLarge().to_dict())
-    path = "/api/" + rest
-    matched = state.spec.match(request.method, path)
-    if matched is None and rest.strip("/") == "":
-        matched = (state.spec.operations["getHello"], {})  # the root answers any method
-    if matched is None:
-        response = unknown_endpoint()
-        _journal(state, request, None, response, started)
-        return response
-
-    op, args = matched
     backend = state.backend
     call = Call(
-        op=op,
-        path="/api/" + rest if rest else "/api/",
-        args=args,
+        method=request.method,
+        path="/" + rest,
         query=request.args,
         headers=request.headers,
-        body=_read_body(request) if op.has_body else {},
         ip=client_ip(request),
         identity=backend.authenticate(request.headers.get("Authorization", "").strip() or None),
+        read_body=lambda: _read_body(request),
     )
     extra: dict[str, str] = {}
     try:
-        run(call, backend, state.validator)
-        status, body = VIEWS[op.operation_id](call, backend)
+        status, body = state.pipeline.run(call, state.context)
     except err.APIError as error:
         status, body, extra = error.status, error.to_dict(), dict(error.headers)
     except Exception as error:  # never a bare crash: a JSON 500, and the cause in the log
-        log.exception("unhandled error in %s: %s", op.operation_id, error)
+        log.exception("unhandled error in %s %s: %s", call.method, call.path, error)
         status, body = 500, err.InternalServerError().to_dict()
     if status >= 400:
         for take_back in call.undo:
@@ -372,26 +363,27 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
 
     # All headers are known before the response exists: werkzeug's Headers are cheap to
     # build from a list and dear to edit one by one.
+    code = body.get("code") if isinstance(body, dict) else None
     for ticket in call.tickets:
-        extra.update(backend.limiter.settle(ticket, status))
+        extra.update(backend.limiter.settle(ticket, status, code))
     if "RateLimit-Limit" in extra and status != 429:
         extra.pop("RateLimit-Skipped", None)
     response = json_response(status, body, extra)
 
-    if state.strict:
+    if state.strict and call.op is not None:
         response = _strict(state, call, response)
-    _journal(state, request, op.operation_id, response, started)
+    _journal(state, request, call.op.operation_id if call.op else None, response, started)
     return response
 
 
 def _strict(state: MockState, call: Call, response: Response) -> Response:
     response.headers["Cache-Control"] = CACHE_CONTROL
     problem = state.validator.check_response(
-        call.op,
-        call.path,
+        call.operation,
+        "/api" + call.path,
         call.query,
         call.headers,
-        call.body if call.op.has_body else None,
+        call.body if call.operation.has_body else None,
         response.status_code,
         response.get_data(),
         response.headers,
@@ -400,7 +392,7 @@ def _strict(state: MockState, call: Call, response: Response) -> Response:
         return response
     log.error(
         "STRICT: %s %s -> %s breaks the spec: %s",
-        call.op.method,
+        call.method,
         call.path,
         response.status_code,
         problem,

@@ -443,11 +443,14 @@ class Backend:
         """The user these credentials name; a challenge if they have a second factor."""
         with self.lock:
             user = self.find_user(username)
-            # An unknown user and a wrong password look the same, so names can't be probed.
-            if user is None or not user.check_password(password):
+            if user is None:
                 raise err.InvalidUser()
+            # Banned is said before the password is checked, whatever the password
+            # (observed row 15); otherwise a wrong password looks like an unknown user.
             if user.banned:
                 raise err.Banned()
+            if not user.check_password(password):
+                raise err.InvalidUser()
             if user.has_second_factor:
                 raise self.challenge(user)
             return user

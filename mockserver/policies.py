@@ -1,9 +1,27 @@
-"""The policy pipeline every API request passes before its operation runs.
+"""The request pipeline: the named steps every API request passes, in the spec's order.
 
-The order is the spec's ``x-policy-order``: global rate limit, GLOBAL kill switch,
-authentication, the operation's kill switches, staff check, scope check, identity
-reverification, validation, route rate limit. Each step reads its settings from the
-operation's ``x-`` extensions and raises an API error to refuse.
+The order is not written here: it is the spec's ``components.x-policy-order``, and
+:func:`build_pipeline` turns each name into its step, refusing a spec that names an
+unknown step, leaves one out, or puts a step that needs the operation before routing::
+
+    pipeline = build_pipeline(spec)
+    status, body = pipeline.run(call, backend)
+
+Each step reads its settings from the operation's ``x-`` extensions and raises an API
+error to refuse. The steps, in the order the service applies them (contract §4, §5, §8.10):
+
+- ``global-rate-limit``: hold the request against the global bucket (IP, user);
+- ``global-kill-switch``: GLOBAL answers 503 before anything else, unknown paths too;
+- ``routing``: find the operation, or ``404 INVALID_ENDPOINT_ERROR`` (counted globally);
+- ``authentication``: ``x-authentication: required`` refuses anonymous and banned callers;
+- ``kill-switches``: the operation's switches (staff pass);
+- ``staff-only``, ``scope``, ``identity-reverification``, ``validation``;
+- ``route-rate-limit``: the operation's own limiter, which then counts the request
+  instead of the global bucket;
+- ``anonymous-only``: ``x-authentication: forbidden`` (login) refuses a logged-in caller
+  only here, after the route limiter, so that refusal is counted in the login bucket
+  (observed row 16);
+- ``operation``: the view.
 """
 
 from __future__ import annotations
@@ -17,88 +35,206 @@ from werkzeug.datastructures import Headers, MultiDict
 from . import exceptions as err
 from .models import Backend, Identity
 from .ratelimit import Ticket
-from .spec import BROWSER_SESSION_ONLY, Operation
+from .spec import BROWSER_SESSION_ONLY, Operation, Spec
 from .validation import SpecValidator
+
+# The steps before routing know no operation; every other step needs one.
+BEFORE_ROUTING = frozenset(("global-rate-limit", "global-kill-switch"))
 
 
 @dataclass
 class Call:
-    """One API request as the policies and views see it."""
+    """One API request as the pipeline and the views see it."""
 
-    op: Operation
-    path: str
-    args: dict[str, str]
+    method: str
+    path: str  # without the /api prefix, e.g. /users/me/sessions/me
     query: MultiDict[str, str]
     headers: Headers
-    body: dict[str, Any]
     ip: str
     identity: Identity | None
+    read_body: Callable[[], dict[str, Any]] = dict
+    op: Operation | None = None
+    args: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
     tickets: list[Ticket] = field(default_factory=list)
-    # What to take back if the request fails after a policy had an effect (a backup
+    # What to take back if the request fails after a step had an effect (a backup
     # code spent in reverification, say).
     undo: list[Callable[[], None]] = field(default_factory=list)
+    result: tuple[int, dict[str, Any]] | None = None
 
     @property
-    def answers_challenge(self) -> bool:
-        return isinstance(self.body.get("2fa"), dict)
+    def operation(self) -> Operation:
+        assert self.op is not None, "a step that needs the operation ran before routing"
+        return self.op
+
+    @property
+    def user_id(self) -> str | None:
+        return self.identity.user.id if self.identity else None
+
+    @property
+    def staff(self) -> bool:
+        return bool(self.identity and self.identity.user.staff)
 
 
-def run(call: Call, backend: Backend, validator: SpecValidator | None) -> None:
-    op, identity, spec = call.op, call.identity, backend.spec
-    user = identity.user if identity else None
-    staff = bool(user and user.staff)
-    limiter = backend.limiter
+@dataclass
+class Context:
+    backend: Backend
+    validator: SpecValidator | None
+    views: dict[str, Callable[[Call, Backend], tuple[int, dict[str, Any]]]]
 
-    # Every request is held against the global bucket until it reaches its route's own.
+
+Step = Callable[[Call, Context], None]
+
+
+def global_rate_limit(call: Call, ctx: Context) -> None:
+    # Held here until the request reaches its route's own limiter (if it has one).
+    spec = ctx.backend.spec
     call.tickets.append(
-        limiter.acquire((call.ip, "*", user.id if user else None), spec.global_limit)
+        ctx.backend.limiter.acquire((call.ip, "*", call.user_id), spec.global_limit)
     )
 
-    global_switch = spec.kill_switch_ids["GLOBAL"]
-    if backend.kill_switches[global_switch] and not staff:
-        raise err.ServiceUnavailable(global_switch)
 
-    if op.authentication == "required":
-        if identity is None:
-            raise err.InvalidSession()
-        if identity.user.banned:
-            raise err.Banned()
-    elif op.authentication == "forbidden" and identity is not None:
+def global_kill_switch(call: Call, ctx: Context) -> None:
+    switch = ctx.backend.spec.kill_switch_ids["GLOBAL"]
+    if ctx.backend.kill_switches[switch] and not call.staff:
+        raise err.ServiceUnavailable(switch)
+
+
+def routing(call: Call, ctx: Context) -> None:
+    spec = ctx.backend.spec
+    matched = spec.match(call.method, "/api" + call.path)
+    if matched is None and call.path.strip("/") == "":
+        matched = (spec.operations["getHello"], {})  # the root answers any method
+    if matched is None:
+        raise err.InvalidEndpoint()
+    call.op, call.args = matched
+    if call.op.has_body:
+        call.body = call.read_body()
+
+
+def authentication(call: Call, ctx: Context) -> None:
+    if call.operation.authentication != "required":
+        return
+    if call.identity is None:
         raise err.InvalidSession()
+    if call.identity.user.banned:
+        raise err.Banned()
 
-    if not staff:
-        for switch in op.kill_switches:
-            if backend.kill_switches[switch]:
-                raise err.ServiceUnavailable(switch)
 
-    if op.staff_only and identity is not None:
+def kill_switches(call: Call, ctx: Context) -> None:
+    if call.staff:
+        return
+    for switch in call.operation.kill_switches:
+        if ctx.backend.kill_switches[switch]:
+            raise err.ServiceUnavailable(switch)
+
+
+def staff_only(call: Call, ctx: Context) -> None:
+    identity = call.identity
+    if call.operation.staff_only and identity is not None:
         if not identity.user.staff:
             raise err.InsufficientPermissions()
         if not identity.user.has_second_factor:
             raise err.EndpointRequiresSecondFactor()
 
-    if identity is not None and identity.scoped and op.scope is not None:
-        flags = identity.session.permission_flags or 0
-        if op.scope == BROWSER_SESSION_ONLY:
-            raise err.InsufficientPermissions()
-        wanted = spec.permission_flags[op.scope] | spec.permission_flags["ALL"]
-        if not flags & wanted:
-            raise err.InsufficientPermissions()
 
+def scope(call: Call, ctx: Context) -> None:
+    identity, op = call.identity, call.operation
+    if identity is None or not identity.scoped or op.scope is None:
+        return
+    if op.scope == BROWSER_SESSION_ONLY:
+        raise err.InsufficientPermissions()
+    flags = ctx.backend.spec.permission_flags
+    if not (identity.session.permission_flags or 0) & (flags[op.scope] | flags["ALL"]):
+        raise err.InsufficientPermissions()
+
+
+def identity_reverification(call: Call, ctx: Context) -> None:
     # Scoped sessions skip reverification; login checks credentials as its operation.
-    if op.reverification == "password" and identity is not None and not identity.scoped:
-        backend.reverify(identity.user, call.body, undo=call.undo)
+    identity = call.identity
+    if call.operation.reverification == "password" and identity and not identity.scoped:
+        ctx.backend.reverify(identity.user, call.body, undo=call.undo)
 
-    if validator is not None:
-        validator.check_request(
-            op, call.path, call.query, call.headers, call.body if op.has_body else None
+
+def validation(call: Call, ctx: Context) -> None:
+    op = call.operation
+    if ctx.validator is not None:
+        ctx.validator.check_request(
+            op, "/api" + call.path, call.query, call.headers, call.body if op.has_body else None
         )
 
-    limit = op.rate_limit
-    if limit is not None and not (limit.skip_second_factor_answers and call.answers_challenge):
-        # Each operation has its own limiter, as in the real service (GET and POST of
-        # one path do not share a bucket).
-        key = (call.ip, f"{op.method} {op.path}", user.id if user else None)
-        ticket = limiter.acquire(key, limit)
-        limiter.release(call.tickets.pop())
-        call.tickets.append(ticket)
+
+def route_rate_limit(call: Call, ctx: Context) -> None:
+    limit = call.operation.rate_limit
+    if limit is None:
+        return
+    limiter = ctx.backend.limiter
+    ticket = limiter.acquire((call.ip, limit.bucket_route(call.path), call.user_id), limit)
+    limiter.release(call.tickets.pop())  # counted here, not in the global bucket
+    call.tickets.append(ticket)
+
+
+def anonymous_only(call: Call, ctx: Context) -> None:
+    if call.operation.authentication == "forbidden" and call.identity is not None:
+        raise err.InvalidSession()
+
+
+def operation(call: Call, ctx: Context) -> None:
+    call.result = ctx.views[call.operation.operation_id](call, ctx.backend)
+
+
+STEPS: dict[str, Step] = {
+    "global-rate-limit": global_rate_limit,
+    "global-kill-switch": global_kill_switch,
+    "routing": routing,
+    "authentication": authentication,
+    "kill-switches": kill_switches,
+    "staff-only": staff_only,
+    "scope": scope,
+    "identity-reverification": identity_reverification,
+    "validation": validation,
+    "route-rate-limit": route_rate_limit,
+    "anonymous-only": anonymous_only,
+    "operation": operation,
+}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    steps: tuple[tuple[str, Step], ...]
+
+    def run(self, call: Call, ctx: Context) -> tuple[int, dict[str, Any]]:
+        for _, step in self.steps:
+            step(call, ctx)
+        assert call.result is not None
+        return call.result
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.steps)
+
+
+def build_pipeline(spec: Spec) -> Pipeline:
+    """The spec's ``x-policy-order`` as steps; a spec that cannot be one is refused."""
+    order = spec.policy_order
+    unknown = [name for name in order if name not in STEPS]
+    missing = [name for name in STEPS if name not in order]
+    problems = []
+    if unknown:
+        problems.append(f"unknown steps {unknown}")
+    if missing:
+        problems.append(f"missing steps {missing}")
+    if len(set(order)) != len(order):
+        problems.append("a step is named twice")
+    if not problems:
+        routed = order.index("routing")
+        late = [name for name in order[:routed] if name not in BEFORE_ROUTING]
+        if late:
+            problems.append(f"{late} need the operation, so must come after routing")
+        if order.index("route-rate-limit") < order.index("global-rate-limit"):
+            problems.append("the route limiter takes over from the global one, so comes after it")
+        if order[-1] != "operation":
+            problems.append("the operation must be the last step")
+    if problems:
+        raise ValueError("components.x-policy-order: " + "; ".join(problems))
+    return Pipeline(tuple((name, STEPS[name]) for name in order))

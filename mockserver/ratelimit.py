@@ -1,6 +1,9 @@
 """Rate limiting: fixed-window buckets with a burst limit, exact under concurrency.
 
-A bucket is keyed by (client IP, route template, user id or None). A request first
+A bucket is keyed by (client IP, route, user id or None), where the route is the path as
+the service routes it, shared by every method on that path (see ``spec.Limit``). Where
+methods with different limits share a route, the request that opens the bucket's window
+sets its limit and window until the window ends. A request first
 *acquires* a ticket, which reserves its place in the bucket under a lock, so that 20
 simultaneous requests cannot all slip through; when the response is known the ticket is
 *settled*: counted, or released again if the status is one the limiter ignores (and a
@@ -8,7 +11,7 @@ simultaneous requests cannot all slip through; when the response is known the ti
 
     limiter = RateLimiter(clock, burst_limit=3, burst_window=1.0)
     ticket = limiter.acquire(("127.0.0.1", "/login", None), Limit(4, 300))
-    headers = limiter.settle(ticket, 201)  # RateLimit-Limit/-Remaining/-Reset
+    headers = limiter.settle(ticket, 201, None)  # RateLimit-Limit/-Remaining/-Reset
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ class Bucket:
                 limit.limit,
                 limit.window,
                 sorted(limit.ignore_statuses),
-                limit.skip_second_factor_answers,
+                sorted(limit.ignore_codes),
+                limit.route,
+                sorted(limit.literal_routes),
             ],
             "start": self.start,
             "count": self.count,
@@ -53,9 +58,16 @@ class Bucket:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Bucket:
-        limit, window, ignore, skip = data["limit"]
+        limit, window, ignore, codes, route, literal = data["limit"]
         return cls(
-            Limit(int(limit), float(window), frozenset(ignore), bool(skip)),
+            Limit(
+                int(limit),
+                float(window),
+                frozenset(ignore),
+                frozenset(codes),
+                route,
+                frozenset(literal),
+            ),
             data["start"],
             int(data["count"]),
             deque(data["recent"]),
@@ -99,7 +111,8 @@ class RateLimiter:
             bucket = self._bucket(key, limit, now)
             burst_count = sum(1 for t in bucket.recent if now - t <= self.burst_window)
             reason = None
-            if bucket.count >= limit.limit:
+            # The bucket's limit, which the request that opened its window set.
+            if bucket.count >= bucket.limit.limit:
                 reason = "standard"
             elif burst_count >= self.burst_limit:
                 reason = "burst"
@@ -121,9 +134,10 @@ class RateLimiter:
             bucket.recent.append(now)
             return Ticket(key, now, limit)
 
-    def settle(self, ticket: Ticket, status: int) -> dict[str, str]:
-        """Count the ticket, or release it for an ignored status; the response headers."""
-        counted = status != 429 and status not in ticket.limit.ignore_statuses
+    def settle(self, ticket: Ticket, status: int, code: str | None) -> dict[str, str]:
+        """Count the ticket, or release it for an answer its limiter ignores; the
+        response headers."""
+        counted = ticket.limit.counts(status, code)
         now = self.clock.now()
         with self._lock:
             bucket = self._buckets.get(ticket.key)
@@ -179,6 +193,9 @@ class RateLimiter:
         elif bucket.start is not None and now >= bucket.reset_at():
             # A fixed window: once it has passed, the next counted request starts a new one.
             bucket.start, bucket.count = None, 0
+        if bucket.start is None:
+            # The request that opens the window sets its limit (observed rows 53-60, 212-222).
+            bucket.limit = limit
         while bucket.recent and now - bucket.recent[0] > self.burst_window:
             bucket.recent.popleft()
         return bucket

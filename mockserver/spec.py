@@ -43,20 +43,43 @@ def spec_dir() -> Path:
 
 @dataclass(frozen=True)
 class Limit:
-    """One limiter's settings: ``limit`` counted requests per ``window`` seconds."""
+    """One limiter's settings: ``limit`` counted requests per ``window`` seconds.
+
+    ``route`` names the bucket, as the service routes paths: every method on one path
+    shares it (GET and DELETE ``/users/me/sessions/{sid}`` count together), and a path in
+    ``literal_routes`` (``/users/me/sessions/me``) is a route of its own. Answers with a
+    status in ``ignore_statuses`` or an error code in ``ignore_codes`` are not counted.
+    """
 
     limit: int
     window: float
     ignore_statuses: frozenset[int] = frozenset()
-    skip_second_factor_answers: bool = False
+    ignore_codes: frozenset[str] = frozenset()
+    route: str = "*"
+    literal_routes: frozenset[str] = frozenset()
 
     @classmethod
-    def from_spec(cls, data: dict[str, Any]) -> Limit:
+    def from_spec(cls, data: dict[str, Any], *, route_required: bool = True) -> Limit:
+        if route_required and "route" not in data:
+            raise ValueError(f"x-rate-limit {data} names no route (its bucket)")
         return cls(
             limit=int(data["limit"]),
             window=float(data["window"]),
-            ignore_statuses=frozenset(data.get("ignoreStatuses", ())),
-            skip_second_factor_answers=bool(data.get("skipSecondFactorAnswers", False)),
+            ignore_statuses=frozenset(int(s) for s in data.get("ignoreStatuses", ())),
+            ignore_codes=frozenset(str(c) for c in data.get("ignoreCodes", ())),
+            route=str(data.get("route", "*")),
+            literal_routes=frozenset(data.get("literalRoutes", ())),
+        )
+
+    def bucket_route(self, path: str) -> str:
+        """The route a concrete path (without the ``/api`` prefix) is counted under."""
+        trimmed = path.rstrip("/") or "/"
+        return trimmed if trimmed in self.literal_routes else self.route
+
+    def counts(self, status: int, code: str | None) -> bool:
+        """Whether an answer is counted (a 429 never is)."""
+        return (
+            status != 429 and status not in self.ignore_statuses and code not in self.ignore_codes
         )
 
 
@@ -91,10 +114,13 @@ class Spec:
         self.permission_flags: dict[str, int] = dict(components["x-permission-flags"])
         self.kill_switch_ids: dict[str, int] = dict(components["x-kill-switches"])
         limits = components["x-rate-limits"]
-        self.global_limit = Limit.from_spec(limits["global"])
+        self.global_limit = Limit.from_spec(limits["global"], route_required=False)
         self.burst_limit = int(limits["burst"]["limit"])
         self.burst_window = float(limits["burst"]["window"])
         self.lifetimes: dict[str, int] = dict(components["x-token-lifetimes"])
+        self.policy_order: tuple[str, ...] = tuple(components["x-policy-order"])
+        # The version of the service whose behaviour the spec describes (``GET /``).
+        self.service_version = str(document["info"]["x-service-version"])
         self.operations: dict[str, Operation] = {}
         rules = []
         for path, item in document["paths"].items():

@@ -180,3 +180,11 @@ def test_staff_scoped_session_needs_the_staff_flag(
     assert api.call("GET", f"/users/{alice}/sessions", scoped).status_code == 200
     denied = api.call("DELETE", f"/users/{alice}/sessions", scoped, json={"ids": []})
     assert_error(denied, 403, "INSUFFICIENT_PERMISSIONS_ERROR", "Insufficient Permissions")
+
+
+@pytest.mark.parametrize("uid", ["1", "abc", "1234567890123"])
+def test_any_segment_is_routed_as_a_user_id(api: Api, clock: Clock, uid: str) -> None:
+    # Observed rows 101-103: an unknown uid of any shape is INVALID_USER, never an
+    # unknown path.
+    response = api.call("GET", f"/users/{uid}/sessions/1234567890", staff_login(api, clock))
+    assert_error(response, 404, "INVALID_USER_ERROR", "Invalid User")

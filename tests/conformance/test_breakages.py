@@ -7,18 +7,21 @@ cases for that check in a subprocess, and asserts on its output and Markdown rep
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from werkzeug.wrappers import Response
 
 from conformance.registry import all_checks
 from mockserver.app import create_app
+from mockserver.spec import load_document
 from tests.conformance.harness import (
     Broken,
     Ledger,
@@ -46,6 +49,9 @@ class Breakage:
     request: Callable[[Seen, Ledger], Response | None] | None = None
     response: Callable[[Seen, Response, Ledger], Response | None] | None = None
     files: tuple[str, ...] = ("test_policies.py",)
+    # Serve the mock from a copy of the spec changed by this function (a broken rule that
+    # lives in the spec's policies rather than in one response).
+    spec: Callable[[dict[str, Any]], None] | None = None
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> Response:
@@ -628,6 +634,41 @@ BREAKAGES = [
 ]
 
 
+def _limits(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if isinstance(op, dict) and op.get("x-rate-limit"):
+                yield path, method, op["x-rate-limit"]
+
+
+def per_method_buckets(document: dict[str, Any]) -> None:
+    for path, method, limit in _limits(document):
+        limit["route"] = f"{method.upper()} {path}"
+
+
+def me_folded_into_sid(document: dict[str, Any]) -> None:
+    for _path, _method, limit in _limits(document):
+        limit.pop("literalRoutes", None)
+
+
+BREAKAGES += [
+    Breakage(
+        "ratelimit.route-buckets",
+        "getSelfSession",
+        "keys buckets by method as well as path",
+        "ratelimit.route-buckets-getSelfSession",
+        spec=per_method_buckets,
+    ),
+    Breakage(
+        "ratelimit.literal-route",
+        "getSelfSession",
+        "counts /users/me/sessions/me with /users/me/sessions/{sid}",
+        "ratelimit.literal-route-getSelfSession",
+        spec=me_folded_into_sid,
+    ),
+]
+
+
 def test_every_check_has_a_breakage() -> None:
     covered = {b.check for b in BREAKAGES}
     ids = {c.id for c in all_checks()} | {"fuzz.positive", "fuzz.negative"}
@@ -636,7 +677,13 @@ def test_every_check_has_a_breakage() -> None:
 
 
 def _run_broken(breakage: Breakage, tmp_path: Path) -> SuiteRun:
-    app = Broken(create_app(), request=breakage.request, response=breakage.response)
+    config: dict[str, Any] = {}
+    if breakage.spec is not None:
+        document = copy.deepcopy(load_document())
+        breakage.spec(document)
+        config["SPEC_PATH"] = str(tmp_path / "broken-spec.yaml")
+        Path(config["SPEC_PATH"]).write_text(yaml.safe_dump(document), encoding="utf-8")
+    app = Broken(create_app(config), request=breakage.request, response=breakage.response)
     with serve(app) as base_url:
         return run_suite(base_url, tmp_path, "-k", breakage.select, files=breakage.files)
 
