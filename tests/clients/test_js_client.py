@@ -286,6 +286,15 @@ def test_delete_self_session_by_id(mock: Mock) -> None:
     assert last_request(mock)["status"] == 404
 
 
+@pytest.mark.parametrize("sid", ["999", "abc", "all"])
+def test_an_unknown_session_id_of_any_shape_is_invalid_session(mock: Mock, sid: str) -> None:
+    # Observed rows 73-75: the service routes any segment as an id, so the client sees
+    # the same error class as for a well-formed id that names nothing.
+    outcomes = run(mock, [login("a"), call("a", "getSelfSession", sid)])
+    failed(outcomes[1], "ResponseError", "INVALID_SESSION_ERROR", "Invalid Session")
+    assert last_request(mock)["status"] == 404
+
+
 def test_delete_current_session_revokes_the_clients_token(mock: Mock) -> None:
     outcomes = run(mock, [login("a"), call("a", "deleteSelfSession"), call("a", "getSelfSession")])
     ok(outcomes[1])
