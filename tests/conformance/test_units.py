@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from conformance.cases import cases
 from conformance.client import Exchange, Pacer, token_claims
-from conformance.plugin import cases
 from conformance.redact import Redactor
 from conformance.registry import CheckFailure
 from conformance.spec import load_spec
