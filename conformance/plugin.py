@@ -193,13 +193,17 @@ class ConformanceRun:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.settings = settings_of(config)
         self.target: Target | None = None
         self.context: Context | None = None
         self.results = Results()
         path = config.option.known_deviations
         self.deviations = KnownDeviations(known.load(path) if path else [])
         self.redactor = self._redactor()
+
+    @property
+    def settings(self) -> Settings:
+        # Read when needed: pytest-base-url fills in base_url (ini, env) in its own configure.
+        return settings_of(self.config)
 
     def _redactor(self) -> Redactor:
         """The secrets the user gave are known from the start; the target adds the rest."""

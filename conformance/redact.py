@@ -71,8 +71,10 @@ class Redactor:
             body: Any = json.loads(body_text)
         except ValueError:
             return
-        if isinstance(body, dict) and isinstance(body.get("token"), str):
-            self.add_token(body["token"])
+        token = body.get("token") if isinstance(body, dict) else None
+        # A JWT is found by its shape; remembering each would only slow the others down.
+        if isinstance(token, str) and not JWT.fullmatch(token):
+            self.add_token(token)
 
     def text(self, text: str) -> str:
         """`text` with every secret replaced by `$NAME`."""
