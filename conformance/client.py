@@ -28,6 +28,8 @@ from urllib.parse import urlencode
 
 import requests
 
+from conformance.redact import Redactor
+
 if TYPE_CHECKING:
     from conformance.spec import RateLimit
 
@@ -65,6 +67,8 @@ class Exchange:
     status: int
     headers: requests.structures.CaseInsensitiveDict = field(repr=False)
     text: str = field(repr=False)
+    # Evidence (curl line, summary) shows no secrets unless the run asks to show them.
+    redactor: Redactor = field(default_factory=lambda: Redactor(enabled=False), repr=False)
 
     @property
     def json(self) -> Any:
@@ -89,13 +93,14 @@ class Exchange:
                 "content-length",
             }:
                 continue
-            parts += ["-H", shlex.quote(f"{name}: {value}")]
+            parts += ["-H", self.redactor.shell_word(f"{name}: {value}")]
         if self.request_body is not None:
-            parts += ["--data-raw", shlex.quote(self.request_body)]
+            parts += ["--data-raw", self.redactor.shell_word(self.request_body)]
         return " ".join(parts)
 
     def summary(self, limit: int = 300) -> str:
-        body = self.text.strip().replace("\n", " ")
+        # Redacted before it is cut, so that no part of a secret survives the cut.
+        body = self.redactor.text(self.text.strip().replace("\n", " "))
         if len(body) > limit:
             body = body[:limit] + "..."
         return f"{self.status} {body}"
@@ -196,6 +201,7 @@ class Client:
         global_limit: tuple[int, float] = (100, 60.0),
         route_limits: dict[str, RateLimit] | None = None,
         on_rate_limited: Callable[[float], None] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
@@ -215,6 +221,7 @@ class Client:
         self._ips = _ips()
         self._ip_lock = threading.Lock()
         self.on_rate_limited = on_rate_limited or self._sleep_for
+        self.redactor = redactor or Redactor()
 
     def fresh_ip(self) -> str:
         with self._ip_lock:
@@ -391,7 +398,9 @@ class Client:
                 status=response.status_code,
                 headers=response.headers,
                 text=response.text,
+                redactor=self.redactor,
             )
+            self.redactor.learn(response.text)
             self.exchanges.append(exchange)
             self.learn(
                 token,

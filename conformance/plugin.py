@@ -1,5 +1,7 @@
 """The pytest plugin: options, the target (connected once), parametrisation of the checks
-from the spec, known deviations, and the summary table / Markdown report.
+from the spec, and the run object that carries the run's state through pytest's hooks.
+Cases live in `cases.py`, known deviations in `deviations.py`, the summary table and the
+reports in `report.py`, redaction of secrets in `redact.py`.
 
     pytest conformance --base-url http://127.0.0.1:8000/api
     pytest --pyargs conformance --base-url https://example.org/api --conformance-report report.md
@@ -7,22 +9,27 @@ from the spec, known deviations, and the summary table / Markdown report.
 
 from __future__ import annotations
 
-import fnmatch
+import json
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import requests
-import yaml
 
-from conformance.client import TargetUnreachable
-from conformance.registry import Check, CheckFailure, all_checks
-from conformance.spec import Operation, load_spec
+from conformance import deviations as known
+from conformance import redact
+from conformance.cases import CASE_FIXTURES, cases, item_identity
+from conformance.deviations import KnownDeviations
+from conformance.redact import Redactor
+from conformance.registry import CheckFailure
+from conformance.report import Outcome, Results, json_report, markdown_report, terminal_lines
+from conformance.spec import load_spec
 from conformance.target import Settings, Target, TargetError
+
+if TYPE_CHECKING:
+    from conformance.context import Context
 
 OPTIONS = [
     # (option, dest, env, help)
@@ -58,24 +65,7 @@ OPTIONS = [
         "the mock's --control-token",
     ),
 ]
-STATE = pytest.StashKey["Run"]()
-GROUP_ORDER = [
-    "schema",
-    "headers",
-    "errors",
-    "auth",
-    "scope",
-    "staff",
-    "reverify",
-    "killswitch",
-    "ratelimit",
-    "token",
-    "paging",
-    "bulk",
-    "delete-all",
-    "ids",
-    "fuzz",
-]
+RUN = pytest.StashKey["ConformanceRun"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -121,75 +111,56 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=int(os.environ.get("CUMULONIMBUS_EXAMPLES", "0") or 0),
         help="generated requests per operation and mode (default: 10 on the mock, 25 elsewhere)",
     )
+    group.addoption(
+        "--conformance-json-report",
+        dest="conformance_json_report",
+        metavar="FILE",
+        default=os.environ.get("CUMULONIMBUS_JSON_REPORT"),
+        help="write a JSON report to FILE (env CUMULONIMBUS_JSON_REPORT)",
+    )
+    group.addoption(
+        "--conformance-show-secrets",
+        dest="conformance_show_secrets",
+        action="store_true",
+        default=_env_flag("CUMULONIMBUS_SHOW_SECRETS"),
+        help="show tokens and passwords in curl lines, failures, junit and reports "
+        "(default: $CUMULONIMBUS_TOKEN, $CUMULONIMBUS_PASSWORD ...)",
+    )
+    group.addoption(
+        "--conformance-strict-deviations",
+        dest="conformance_strict_deviations",
+        action="store_true",
+        default=_env_flag("CUMULONIMBUS_STRICT_DEVIATIONS"),
+        help="fail the run when a known deviation no longer happens",
+    )
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
-@dataclass
-class Deviation:
-    check: str
-    operation: str
-    reason: str
-    matched: list[str] = field(default_factory=list)
-    happened: bool = False
-
-
-@dataclass
-class Outcome:
-    check: str
-    operation: str
-    nodeid: str
-    outcome: str  # passed, failed, skipped, xfailed, xpassed
-    message: str = ""
-    failure: dict[str, Any] | None = None
-
-
-@dataclass
-class Run:
-    config: pytest.Config
-    target: Target | None = None
-    error: str | None = None
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    deviations: list[Deviation] = field(default_factory=list)
-    context: Any = None
-
-    def settings(self) -> Settings:
-        o = self.config.option
-        return Settings(
-            base_url=o.base_url or "",
-            username=o.cn_username,
-            password=o.cn_password,
-            staff_username=o.cn_staff_username,
-            staff_password=o.cn_staff_password,
-            staff_totp_secret=o.cn_staff_totp,
-            control_token=o.cn_control_token,
-            allow_kill_switches=o.allow_kill_switches,
-            run_slow=o.run_slow,
-            use_control=not o.no_control,
-        )
+def settings_of(config: pytest.Config) -> Settings:
+    o = config.option
+    return Settings(
+        base_url=o.base_url or "",
+        username=o.cn_username,
+        password=o.cn_password,
+        staff_username=o.cn_staff_username,
+        staff_password=o.cn_staff_password,
+        staff_totp_secret=o.cn_staff_totp,
+        control_token=o.cn_control_token,
+        allow_kill_switches=o.allow_kill_switches,
+        run_slow=o.run_slow,
+        use_control=not o.no_control,
+        show_secrets=o.conformance_show_secrets,
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance(check, operation): a conformance check case")
-    run = Run(config)
-    path = config.option.known_deviations
-    if path:
-        entries = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []
-        if not isinstance(entries, list):
-            raise pytest.UsageError(f"{path}: expected a YAML list of {{check, operation, reason}}")
-        for entry in entries:
-            if not isinstance(entry, dict) or not {"check", "operation"} <= set(entry):
-                raise pytest.UsageError(f"{path}: each entry needs check and operation: {entry!r}")
-            run.deviations.append(
-                Deviation(
-                    str(entry["check"]),
-                    str(entry["operation"]),
-                    str(entry.get("reason", "known deviation")),
-                )
-            )
-    config.stash[STATE] = run
+    run = ConformanceRun(config)
+    config.stash[RUN] = run
+    config.pluginmanager.register(run, "cumulonimbus-conformance-run")
     _route_progress(config)
 
 
@@ -209,323 +180,191 @@ def _route_progress(config: pytest.Config) -> None:
     client.PROGRESS_SINK[0] = write
 
 
-# Parametrisation ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Case:
-    check: Check
-    op: Operation
-    variant: Any
-
-    @property
-    def id(self) -> str:
-        suffix = "" if self.variant is None else f"-{self.variant}"
-        return f"{self.check.id}-{self.op.id}{suffix}"
-
-
-def cases(kind: str) -> Iterator[Case]:
-    spec = load_spec()
-    for chk in all_checks():
-        if chk.kind != kind:
-            continue
-        for op in spec.operations:
-            if chk.applies(op):
-                for variant in chk.variants(op):
-                    yield Case(chk, op, variant)
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    for name, kind in (("policy_case", "scenario"), ("response_case", "response")):
+    for name, kind in CASE_FIXTURES.items():
         if name in metafunc.fixturenames:
             found = list(cases(kind))
             metafunc.parametrize(name, found, ids=[c.id for c in found])
 
 
-def _item_identity(item: pytest.Item) -> tuple[str, str] | None:
-    marker = item.get_closest_marker("conformance")
-    if marker is not None:
-        return marker.args[0], marker.args[1]
-    callspec = getattr(item, "callspec", None)
-    if callspec is None:
-        return None
-    for name in ("policy_case", "response_case"):
-        case = callspec.params.get(name)
-        if isinstance(case, Case):
-            return case.check.id, case.op.id
-    return None
+class ConformanceRun:
+    """One run of the suite: its target, its results and known deviations, and the hooks
+    that fill and report them. Registered as a plugin of its own by `pytest_configure`."""
 
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.target: Target | None = None
+        self.context: Context | None = None
+        self.results = Results()
+        path = config.option.known_deviations
+        self.deviations = KnownDeviations(known.load(path) if path else [])
+        self.redactor = self._redactor()
 
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    run: Run = config.stash[STATE]
-    ours = [item for item in items if _item_identity(item) is not None]
-    if not ours:
-        return
-    for item in ours:
-        identity = _item_identity(item)
-        assert identity is not None
-        check_id, op_id = identity
-        for deviation in run.deviations:
-            if fnmatch.fnmatchcase(check_id, deviation.check) and fnmatch.fnmatchcase(
-                op_id, deviation.operation
-            ):
-                deviation.matched.append(item.nodeid)
-                item.add_marker(
-                    pytest.mark.xfail(reason=f"known deviation: {deviation.reason}", strict=False)
-                )
-    if config.option.collectonly:
-        return
-    if not config.option.base_url:
-        raise pytest.UsageError(
-            "the conformance suite needs the API's URL: "
-            "--base-url http://host:port/api (or env PYTEST_BASE_URL)"
-        )
-    try:
-        run.target = Target.connect(run.settings(), load_spec())
-        examples = config.option.conformance_examples or (10 if run.target.is_mock else 25)
-        run.target.settings_examples = examples
-    except TargetError as exc:
-        pytest.exit(f"conformance: cannot judge {config.option.base_url}: {exc}", returncode=3)
+    @property
+    def settings(self) -> Settings:
+        # Read when needed: pytest-base-url fills in base_url (ini, env) in its own configure.
+        return settings_of(self.config)
 
+    def _redactor(self) -> Redactor:
+        """The secrets the user gave are known from the start; the target adds the rest."""
+        s = self.settings
+        redactor = Redactor(enabled=not s.show_secrets)
+        redactor.add_password(s.password, redact.PASSWORD)
+        redactor.add_password(s.staff_password, redact.STAFF_PASSWORD)
+        redactor.add_token(s.staff_totp_secret, redact.STAFF_TOTP_SECRET)
+        redactor.add_token(s.control_token, redact.MOCK_TOKEN)
+        return redactor
 
-def target_of(config: pytest.Config) -> Target:
-    run: Run = config.stash[STATE]
-    if run.target is None:
-        pytest.skip("no conformance target (collect only?)")
-    return run.target
+    # Collection -------------------------------------------------------------------------
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Before `-k` deselects: what the run could judge, and what deviations cover."""
+        for item in items:
+            identity = item_identity(item)
+            if identity is not None:
+                self.results.collected[item.nodeid] = identity
+                self.deviations.mark(item, *identity)
 
-def context_of(config: pytest.Config) -> Any:
-    from conformance.context import Context
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        nodeids = {item.nodeid for item in items}
+        self.results.deselected |= nodeids
+        self.deviations.deselected |= nodeids
 
-    run: Run = config.stash[STATE]
-    if run.context is None:
-        run.context = Context(target_of(config))
-    return run.context
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    run = config.stash.get(STATE, None)
-    if run is not None and run.context is not None:
-        try:
-            run.context.cleanup()
-        except Exception as exc:  # clean-up must never hide the results
-            print(f"[conformance] clean-up failed: {exc}")
-
-
-# Results ----------------------------------------------------------------------------------
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    if call.excinfo is not None:
-        value = call.excinfo.value
-        details = (
-            value.as_dict()
-            if isinstance(value, CheckFailure)
-            else getattr(value, "conformance", None)
-        )
-        if details:
-            report.user_properties.append(("conformance_failure", details))
-    identity = _item_identity(item)
-    if identity is not None:
-        report.user_properties.append(("conformance_check", identity[0]))
-        report.user_properties.append(("conformance_operation", identity[1]))
-    return report
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    props = dict(report.user_properties)
-    check_id = props.get("conformance_check")
-    if check_id is None:
-        return
-    if report.when != "call" and not (report.failed or report.skipped):
-        return
-    config = _CONFIG.get("config")
-    if config is None:
-        return
-    run: Run = config.stash[STATE]
-    if hasattr(report, "wasxfail"):
-        outcome = "xpassed" if report.passed else "xfailed"
-    else:
-        outcome = report.outcome
-    message = ""
-    if report.failed:
-        message = str(report.longrepr)
-    elif report.skipped and isinstance(report.longrepr, tuple):
-        message = str(report.longrepr[2])
-    failure = props.get("conformance_failure")
-    run.outcomes[report.nodeid] = Outcome(
-        str(check_id),
-        str(props["conformance_operation"]),
-        report.nodeid,
-        outcome,
-        message,
-        failure if isinstance(failure, dict) else None,
-    )
-    for deviation in run.deviations:
-        if report.nodeid in deviation.matched and outcome == "xfailed":
-            deviation.happened = True
-
-
-_CONFIG: dict[str, pytest.Config] = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIG["config"] = session.config
-
-
-def _cell(outcomes: list[Outcome]) -> str:
-    if not outcomes:
-        return "-"
-    failed = sum(o.outcome == "failed" for o in outcomes)
-    xfailed = sum(o.outcome == "xfailed" for o in outcomes)
-    passed = sum(o.outcome in ("passed", "xpassed") for o in outcomes)
-    if failed:
-        return f"FAIL {failed}"
-    if xfailed:
-        return f"xfail {xfailed}"
-    if passed:
-        return "pass"
-    return "skip"
-
-
-def summary(run: Run) -> tuple[list[str], list[list[str]]]:
-    spec = load_spec()
-    by: dict[tuple[str, str], list[Outcome]] = {}
-    for outcome in run.outcomes.values():
-        group = outcome.check.split(".", 1)[0]
-        by.setdefault((outcome.operation, group), []).append(outcome)
-    groups = [g for g in GROUP_ORDER if any(k[1] == g for k in by)]
-    groups += sorted({k[1] for k in by} - set(groups))
-    rows = []
-    for op in spec.operations:
-        rows.append([op.id, *[_cell(by.get((op.id, g), [])) for g in groups]])
-    return ["operation", *groups], rows
-
-
-def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return lines
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    ]
-
-
-def _stale_deviations(run: Run) -> list[tuple[Deviation, str]]:
-    """Listed deviations to drop: one whose cases now pass, or one that matched nothing."""
-    stale = []
-    for deviation in run.deviations:
-        seen = [run.outcomes[n] for n in deviation.matched if n in run.outcomes]
-        if deviation.happened:
-            continue
-        if any(o.outcome == "xpassed" for o in seen):
-            stale.append((deviation, "no longer happens"))
-        elif not seen:
-            stale.append((deviation, "matches no check case that ran"))
-    return stale
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    run: Run = config.stash[STATE]
-    if not run.outcomes:
-        return
-    header, rows = summary(run)
-    tr = terminalreporter
-    tr.write_sep("=", "conformance summary")
-    if run.target is not None:
-        kind = "mock (control API)" if run.target.is_mock else "deployment"
-        tr.write_line(
-            f"target: {run.target.settings.base_url} ({kind}, version {run.target.version})"
-        )
-    for line in _table(header, rows, markdown=False):
-        tr.write_line(line)
-    failures = [o for o in run.outcomes.values() if o.outcome == "failed"]
-    tr.write_line(
-        f"{len(failures)} failed check case(s); ids: "
-        + ", ".join(sorted({f"{o.check}@{o.operation}" for o in failures}))
-        if failures
-        else "no failed check cases"
-    )
-    for deviation, why in _stale_deviations(run):
-        tr.write_line(
-            f"known deviation {why}: {deviation.check} on {deviation.operation} "
-            f"({deviation.reason})"
-        )
-    path = config.option.conformance_report
-    if path:
-        Path(path).write_text(markdown_report(run), encoding="utf-8")
-        tr.write_line(f"conformance report written to {path}")
-
-
-def markdown_report(run: Run) -> str:
-    header, rows = summary(run)
-    counts: dict[str, int] = {}
-    for outcome in run.outcomes.values():
-        counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
-    lines = ["# Cumulonimbus session API conformance report", ""]
-    if run.target is not None:
-        kind = "mock with control API" if run.target.is_mock else "deployment"
-        lines += [
-            f"Target: `{run.target.settings.base_url}` ({kind}, API version {run.target.version})",
-            "",
-        ]
-    lines += ["Check cases: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), ""]
-    lines += ["## Summary (operations x rule groups)", ""]
-    lines += _table(header, rows, markdown=True)
-    failures = [o for o in run.outcomes.values() if o.outcome == "failed"]
-    lines += ["", "## Failures", ""]
-    if not failures:
-        lines.append("None.")
-    for outcome in failures:
-        lines += [
-            f"### `{outcome.check}` on `{outcome.operation}`",
-            "",
-            f"Test: `{outcome.nodeid}`",
-            "",
-        ]
-        if outcome.failure:
-            f = outcome.failure
-            lines += [
-                f"- rule: {f['rule']}",
-                f"- expected: `{f['expected']}`",
-                f"- actual: `{f['actual']}`",
-                "",
-                "```sh",
-                f["curl"] or "",
-                "```",
-                "",
-            ]
-        else:
-            text = outcome.message.strip()
-            lines += ["```", text[-3000:], "```", ""]
-    xfails = [o for o in run.outcomes.values() if o.outcome == "xfailed"]
-    stale = _stale_deviations(run)
-    if run.deviations:
-        lines += ["## Known deviations", ""]
-        for outcome in xfails:
-            lines.append(f"- still happens: `{outcome.check}` on `{outcome.operation}`")
-        for deviation, why in stale:
-            lines.append(
-                f"- **{why}**: `{deviation.check}` on `{deviation.operation}` ({deviation.reason})"
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """After deselection: connect to the target once, if any conformance case is left."""
+        config = self.config
+        if config.option.collectonly or not any(item_identity(i) for i in session.items):
+            return
+        if not config.option.base_url:
+            raise pytest.UsageError(
+                "the conformance suite needs the API's URL: "
+                "--base-url http://host:port/api (or env PYTEST_BASE_URL)"
             )
-        lines.append("")
-    skipped = [o for o in run.outcomes.values() if o.outcome == "skipped"]
-    if skipped:
-        lines += ["## Skipped", ""]
-        reasons: dict[str, int] = {}
-        for outcome in skipped:
-            reasons[outcome.message] = reasons.get(outcome.message, 0) + 1
-        lines += [f"- {n} x {reason}" for reason, n in sorted(reasons.items())]
-    return "\n".join(lines) + "\n"
+        try:
+            self.target = Target.connect(self.settings, load_spec(), redactor=self.redactor)
+            examples = config.option.conformance_examples or (10 if self.target.is_mock else 25)
+            self.target.settings_examples = examples
+        except TargetError as exc:
+            pytest.exit(f"conformance: cannot judge {config.option.base_url}: {exc}", returncode=3)
+
+    def target_or_skip(self) -> Target:
+        if self.target is None:
+            pytest.skip("no conformance target (collect only?)")
+        return self.target
+
+    def context_or_skip(self) -> Context:
+        from conformance.context import Context
+
+        if self.context is None:
+            self.context = Context(self.target_or_skip())
+        return self.context
+
+    # Results ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if call.excinfo is not None:
+            value = call.excinfo.value
+            details = (
+                value.as_dict()
+                if isinstance(value, CheckFailure)
+                else getattr(value, "conformance", None)
+            )
+            if details:
+                report.user_properties.append(("conformance_failure", details))
+        identity = item_identity(item)
+        if identity is not None:
+            report.user_properties.append(("conformance_check", identity[0]))
+            report.user_properties.append(("conformance_operation", identity[1]))
+        self._redact(report)
+        return report
+
+    def _redact(self, report: pytest.TestReport) -> None:
+        """Whatever leaves the run (terminal, junit, reports) passes here first."""
+        text = self.redactor.text
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple):  # a skip: (path, line, reason)
+            report.longrepr = (longrepr[0], longrepr[1], text(longrepr[2]))
+        elif longrepr is not None:
+            shown = str(longrepr)
+            if text(shown) != shown:  # keep pytest's own rendering when nothing is secret
+                report.longrepr = text(shown)
+        report.sections = [(title, text(content)) for title, content in report.sections]
+        report.user_properties = [
+            (name, self.redactor.value(value)) for name, value in report.user_properties
+        ]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        check_id = props.get("conformance_check")
+        if check_id is None:
+            return
+        if report.when != "call" and not (report.failed or report.skipped):
+            return
+        if hasattr(report, "wasxfail"):
+            outcome = "xpassed" if report.passed else "xfailed"
+        else:
+            outcome = report.outcome
+        message = ""
+        if report.failed:
+            message = str(report.longrepr)
+        elif report.skipped and isinstance(report.longrepr, tuple):
+            message = str(report.longrepr[2])
+        failure = props.get("conformance_failure")
+        self.results.record(
+            Outcome(
+                str(check_id),
+                str(props["conformance_operation"]),
+                report.nodeid,
+                outcome,
+                message,
+                failure if isinstance(failure, dict) else None,
+            )
+        )
+        self.deviations.record(report.nodeid, outcome)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        strict = self.config.option.conformance_strict_deviations
+        if strict and self.deviations.no_longer_happening() and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.results.outcomes:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "conformance summary")
+        for line in terminal_lines(self.results, self.deviations, self.target):
+            tr.write_line(line)
+        gone = self.deviations.no_longer_happening()
+        if gone and self.config.option.conformance_strict_deviations:
+            tr.write_line(
+                f"{len(gone)} known deviation(s) no longer happen: the run fails "
+                "(strict deviations); remove them from the file",
+                red=True,
+            )
+        option = self.config.option
+        if option.conformance_report:
+            Path(option.conformance_report).write_text(
+                markdown_report(self.results, self.deviations, self.target), encoding="utf-8"
+            )
+            tr.write_line(f"conformance report written to {option.conformance_report}")
+        if option.conformance_json_report:
+            body = json_report(self.results, self.deviations, self.target)
+            Path(option.conformance_json_report).write_text(
+                json.dumps(body, indent=2) + "\n", encoding="utf-8"
+            )
+            tr.write_line(f"conformance JSON report written to {option.conformance_json_report}")
+
+    def pytest_unconfigure(self) -> None:
+        if self.context is not None:
+            try:
+                self.context.cleanup()
+            except Exception as exc:  # clean-up must never hide the results
+                print(f"[conformance] clean-up failed: {exc}")
 
 
 # Fixtures ---------------------------------------------------------------------------------
@@ -533,63 +372,9 @@ def markdown_report(run: Run) -> str:
 
 @pytest.fixture(scope="session")
 def conformance_target(request: pytest.FixtureRequest) -> Target:
-    return target_of(request.config)
+    return request.config.stash[RUN].target_or_skip()
 
 
 @pytest.fixture(scope="session")
-def conformance_context(request: pytest.FixtureRequest) -> Any:
-    return context_of(request.config)
-
-
-def run_case(ctx: Any, case: Case) -> None:
-    """Run one check on one operation, turning its failure into a readable test failure."""
-    from conformance.context import Context
-
-    assert isinstance(ctx, Context)
-    target = ctx.target
-    chk, op = case.check, case.op
-    if not target.is_mock:
-        if chk.slow and not target.settings.run_slow:
-            pytest.skip("waits for rate-limit windows on a real deployment: pass --run-slow")
-        if chk.kill_switches and not target.settings.allow_kill_switches:
-            pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
-    flips = flips_switches(op)
-    before = ctx.switch_states() if flips else {}
-    try:
-        if chk.kind == "response":
-            from conformance.response_checks import probes
-
-            for _label, exchange in probes(ctx, op):
-                chk.func(ctx, op, exchange)
-        else:
-            chk.func(ctx, op, case.variant)
-    except (TargetUnreachable, requests.ConnectionError) as lost:
-        target_lost(lost)
-    except CheckFailure as failure:
-        # The rule, the evidence and the curl line say it all; a traceback would not help.
-        exc = pytest.fail.Exception(failure.render(), pytrace=False)
-        exc.conformance = failure.as_dict()  # type: ignore[attr-defined]
-        raise exc from None
-    finally:
-        if flips:
-            ctx.restore_switches(before)
-
-
-def target_lost(exc: Exception) -> None:
-    """The target stopped answering mid-run: one clear stop, not a failure per check."""
-    pytest.exit(f"conformance: the target stopped answering: {exc}", returncode=3)
-
-
-def run_case_errors(ctx: Any, op: Operation) -> None:
-    """Skip an operation whose valid requests would flip kill switches on a real target."""
-    if (
-        flips_switches(op)
-        and not ctx.target.is_mock
-        and not ctx.target.settings.allow_kill_switches
-    ):
-        pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
-
-
-def flips_switches(op: Operation) -> bool:
-    """An operation that changes kill switches itself (on a real deployment: needs the flag)."""
-    return op.path.startswith("/killswitches") and op.method != "GET"
+def conformance_context(request: pytest.FixtureRequest) -> Context:
+    return request.config.stash[RUN].context_or_skip()

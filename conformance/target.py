@@ -21,7 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from conformance import redact
 from conformance.client import Client, TargetUnreachable, progress
+from conformance.redact import Redactor
 from conformance.spec import Spec
 
 
@@ -71,6 +73,7 @@ class Settings:
     allow_kill_switches: bool = False
     run_slow: bool = False
     use_control: bool = True
+    show_secrets: bool = False
 
 
 def control_root(base_url: str) -> str:
@@ -164,7 +167,7 @@ class Target:
         return self.control is not None
 
     @classmethod
-    def connect(cls, settings: Settings, spec: Spec) -> Target:
+    def connect(cls, settings: Settings, spec: Spec, redactor: Redactor | None = None) -> Target:
         base = settings.base_url.rstrip("/")
         control = None
         if settings.use_control:
@@ -178,7 +181,9 @@ class Target:
             route_limits={
                 op.label: op.rate_limit for op in spec.operations if op.rate_limit is not None
             },
+            redactor=redactor or Redactor(enabled=not settings.show_secrets),
         )
+        client.redactor.add_token(settings.control_token, redact.MOCK_TOKEN)
         target = cls(settings, spec, client, control)
         target.version = target._check_root()
         if control is not None:
@@ -186,7 +191,18 @@ class Target:
             target._create_accounts()
         else:
             target._accounts_from_settings()
+        for account in target.accounts.values():
+            target._keep_secret(account)
         return target
+
+    def _keep_secret(self, account: Account) -> None:
+        """Evidence names an account's secrets by the variables a deployment run sets."""
+        redactor = self.client.redactor
+        staff = account.staff
+        redactor.add_password(account.password, redact.STAFF_PASSWORD if staff else redact.PASSWORD)
+        redactor.add_token(
+            account.totp_secret, redact.STAFF_TOTP_SECRET if staff else redact.TOTP_SECRET
+        )
 
     def _check_root(self) -> str:
         try:

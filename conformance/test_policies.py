@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from conformance.plugin import Case, run_case
+from conformance.cases import Case, run_case
 
 
 def test_policy(conformance_context: Any, policy_case: Case) -> None:

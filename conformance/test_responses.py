@@ -3,7 +3,7 @@ operation's representative requests."""
 
 from typing import Any
 
-from conformance.plugin import Case, run_case
+from conformance.cases import Case, run_case
 
 
 def test_response(conformance_context: Any, response_case: Case) -> None:

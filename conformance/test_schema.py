@@ -25,9 +25,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from conformance.cases import raise_failure, run_case_errors, target_lost
 from conformance.client import Exchange, TargetUnreachable, progress
 from conformance.context import UNKNOWN_SID
-from conformance.plugin import run_case_errors, target_lost
+from conformance.redact import Redactor
 from conformance.registry import CheckFailure, all_checks
 from conformance.spec import load_raw, load_spec
 
@@ -73,7 +74,7 @@ def _params() -> list[Any]:
     return params
 
 
-def _exchange(response: Any) -> Exchange:
+def _exchange(response: Any, redactor: Redactor) -> Exchange:
     request = response.request
     body = request.body
     if isinstance(body, bytes):
@@ -88,6 +89,7 @@ def _exchange(response: Any) -> Exchange:
             {k: ", ".join(v) if isinstance(v, list) else v for k, v in response.headers.items()}
         ),
         text=response.text,
+        redactor=redactor,
     )
 
 
@@ -140,7 +142,8 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
                 body = case.body if isinstance(case.body, dict) else None
                 client.pace(f"{op.method} {op.path}", token, body)
             response = case.call(base_url=base_url, headers=extra, session=client.session)
-            exchange = _exchange(response)
+            exchange = _exchange(response, client.redactor)
+            client.redactor.learn(exchange.text)
             client.learn(
                 token,
                 response.status_code,
@@ -165,9 +168,7 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
         try:
             case.validate_response(response, checks=_checks_for(mode, exchange))
         except FailureGroup as group:
-            problems = "; ".join(
-                f"{failure.title}: {_first_line(failure.message)}" for failure in group.exceptions
-            )
+            problems = "; ".join(_whole(failure) for failure in group.exceptions)
             raise CheckFailure(
                 check_id,
                 str(op),
@@ -194,9 +195,7 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
     except (TargetUnreachable, requests.ConnectionError) as lost:
         target_lost(lost)
     except CheckFailure as failure:
-        exc = pytest.fail.Exception(failure.render(), pytrace=False)
-        exc.conformance = failure.as_dict()  # type: ignore[attr-defined]
-        raise exc from None
+        raise_failure(failure)
 
 
 def _checks_for(mode: str, exchange: Exchange) -> list[Any]:
@@ -207,5 +206,8 @@ def _checks_for(mode: str, exchange: Exchange) -> list[Any]:
     return checks
 
 
-def _first_line(message: str) -> str:
-    return next((line.strip() for line in message.splitlines() if line.strip()), "")
+def _whole(failure: Any) -> str:
+    """Schemathesis' title and its whole message on one line: the message's later lines
+    carry the details (e.g. which headers are missing), so none may be dropped."""
+    lines = [line.strip() for line in str(failure.message).splitlines() if line.strip()]
+    return ": ".join([failure.title, " ".join(lines)]) if lines else str(failure.title)

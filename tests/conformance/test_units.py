@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import subprocess
 
 import pytest
 
+from conformance.cases import cases
 from conformance.client import Exchange, Pacer, token_claims
-from conformance.plugin import cases
+from conformance.redact import Redactor
 from conformance.registry import CheckFailure
 from conformance.spec import load_spec
 from conformance.target import control_root, totp
@@ -107,3 +109,79 @@ def test_client_counts_a_route_budget_only_when_the_route_counted() -> None:
     client.learn(None, 201, route="POST /login", body={}, headers=counted)
     assert len(client.pacer._sent[key]) == 1
     assert key in client.blocked_until
+
+
+JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxNjQ3MDE1MDI4NjI2IiwiaWF0IjoxfQ.c2lnbmF0dXJl"
+
+
+def _redacted_exchange(redactor: Redactor) -> Exchange:
+    return Exchange(
+        "POST",
+        "http://h/api/users/me/sessions",
+        {"Authorization": JWT, "User-Agent": "x"},
+        '{"password": "it\'s a secret", "name": "password"}',
+        201,
+        collections.defaultdict(str),  # type: ignore[arg-type]
+        f'{{"token": "{JWT}", "name": "password"}}',
+        redactor=redactor,
+    )
+
+
+def test_evidence_names_secrets_by_variable() -> None:
+    redactor = Redactor()
+    redactor.add_password("it's a secret", "CUMULONIMBUS_PASSWORD")
+    exchange = _redacted_exchange(redactor)
+    assert exchange.summary() == ('201 {"token": "$CUMULONIMBUS_TOKEN", "name": "password"}')
+    curl = exchange.curl()
+    assert JWT not in curl and "secret" not in curl
+    assert '"Authorization: $CUMULONIMBUS_TOKEN"' in curl
+
+
+def test_a_password_is_only_redacted_as_a_whole_value() -> None:
+    redactor = Redactor()
+    redactor.add_password("password")
+    text = '{"password": "password"} a wrong password is refused; "passwords"'
+    assert redactor.text(text) == (
+        '{"password": "$CUMULONIMBUS_PASSWORD"} a wrong password is refused; "passwords"'
+    )
+
+
+def test_a_redacted_curl_line_runs_once_the_variables_are_set() -> None:
+    """The shell expands the variables back into exactly the request that was sent."""
+    redactor = Redactor()
+    redactor.add_password("it's a secret", "CUMULONIMBUS_PASSWORD")
+    exchange = _redacted_exchange(redactor)
+    words = exchange.curl().removeprefix("curl ")
+    done = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {words}"],
+        env={"CUMULONIMBUS_TOKEN": JWT, "CUMULONIMBUS_PASSWORD": "it's a secret"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.splitlines() == [
+        "-i",
+        "-X",
+        "POST",
+        "http://h/api/users/me/sessions",
+        "-H",
+        f"Authorization: {JWT}",
+        "--data-raw",
+        '{"password": "it\'s a secret", "name": "password"}',
+    ]
+
+
+def test_show_secrets_leaves_the_evidence_as_sent() -> None:
+    redactor = Redactor(enabled=False)
+    redactor.add_password("it's a secret")
+    exchange = _redacted_exchange(redactor)
+    assert JWT in exchange.curl() and JWT in exchange.summary()
+    assert "it" in exchange.curl() and "secret" in exchange.curl()
+
+
+def test_a_token_of_any_shape_that_a_response_handed_out_is_redacted() -> None:
+    redactor = Redactor()
+    redactor.learn('{"token": "opaque-token-0123456789"}')
+    assert redactor.text("Authorization: opaque-token-0123456789") == (
+        "Authorization: $CUMULONIMBUS_TOKEN"
+    )
