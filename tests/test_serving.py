@@ -34,7 +34,11 @@ def port_of(base: str) -> int:
 
 def send(base: str, data: bytes) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port_of(base)), timeout=TIMEOUT + 3)
-    sock.sendall(data)
+    try:
+        sock.sendall(data)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
