@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request
 
 from . import exceptions as err
 from .clock import Clock
+from .inputs import parse_json
 from .journal import Journal
 from .models import Backend, SeedUser
 from .policies import Call, Context, Pipeline, build_pipeline
@@ -39,8 +40,7 @@ API_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HE
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": (
-        "Authorization, Content-Type, X-Session-Name, X-Requested-With, Accept, "
-        "Cache-Control, X-Mock-Token"
+        "Authorization, Content-Type, X-Session-Name, X-Requested-With, Accept, Cache-Control"
     ),
     "Access-Control-Expose-Headers": ", ".join(EXPOSED_RATELIMIT_HEADERS),
     "Access-Control-Max-Age": "600",
@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "STRICT_RESPONSES": False,
     "CONTROL": True,
     "CONTROL_TOKEN": None,
+    "CONTROL_HOSTS": (),  # Host names the control API accepts besides the loopback ones
     "JOURNAL_SIZE": 500,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "ISSUER": "localhost",
@@ -128,14 +129,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         state.writer = StateWriter(backend, store, float(app.config["STATE_INTERVAL"])).start()
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
+    # The service's router does not merge slashes, so `/api//users/...` is an unknown
+    # path (a JSON 404), not a redirect with an HTML body.
+    app.url_map.merge_slashes = False
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
     app.add_url_rule("/api", "api", _dispatch, methods=methods, strict_slashes=False)
     app.add_url_rule("/api/<path:rest>", "api", _dispatch, methods=methods)
 
     if app.config["CONTROL"]:
-        from .control import blueprint
+        from .control import blueprint, check_request
         from .dashboard import blueprint as dashboard
 
+        app.before_request(check_request)  # every path under /_mock, known or not
         app.register_blueprint(blueprint)
         app.register_blueprint(dashboard)  # the pages at /_mock/ and /_mock/docs
 
@@ -143,17 +148,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def _api_error(error: err.APIError) -> Response:
         return json_response(error.status, error.to_dict(), error.headers)
 
-    @app.errorhandler(404)
-    def _not_found(_: Exception) -> Response:
-        return unknown_endpoint()
-
-    @app.errorhandler(405)
-    def _not_allowed(_: Exception) -> Response:
-        return unknown_endpoint()
-
-    @app.errorhandler(413)
-    def _too_large(_: Exception) -> Response:
-        return json_response(413, err.PayloadTooLarge().to_dict())
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response | HTTPException:
+        if error.code is None or error.code < 400:
+            return error  # a redirect (/_mock to /_mock/), not an error
+        return _http_error(error)
 
     @app.errorhandler(Exception)
     def _crash(error: Exception) -> Response:
@@ -162,6 +161,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _common_headers(response: Response) -> Response:
+        if request.path == "/_mock" or request.path.startswith("/_mock/"):
+            # Same origin only: no CORS headers, so no other origin can read an answer.
+            response.headers["Cache-Control"] = CACHE_CONTROL
+            return response
         # The API allows any origin with `*`, as the service does (observed row 5).
         api = request.path == "/api" or request.path.startswith("/api/")
         return common_headers(response, None if api else request.headers.get("Origin"))
@@ -194,7 +197,7 @@ class ApiFastPath:
     Flask's request context, routing and hooks cost about as much as the API's whole
     pipeline, so ``/api/...`` requests skip them: the same :func:`handle_api` answers,
     with the same error answers and headers Flask's handlers would give. Anything Flask
-    might route differently (``/api`` itself, ``//``, non-ASCII paths, other methods)
+    might route differently (``/api`` itself, non-ASCII paths, other methods)
     goes to Flask as before, and so does everything outside ``/api``.
     """
 
@@ -208,7 +211,6 @@ class ApiFastPath:
             len(path) <= 5
             or not path.startswith("/api/")
             or environ.get("REQUEST_METHOD") not in API_METHODS
-            or "//" in path
             or not path.isascii()
         ):
             return self.wsgi_app(environ, start_response)
@@ -247,13 +249,25 @@ class ApiFastPath:
 
 
 def _http_error(error: HTTPException) -> Response:
-    """What the app's error handlers answer to an HTTP error raised on the way."""
+    """The answer to an HTTP error werkzeug or Flask raised on the way (a 416 for a bad
+    Range, say): its own status, in the API's error format, never an HTML page."""
     if error.code in (404, 405):
         return unknown_endpoint()
     if error.code == 413:
         return json_response(413, err.PayloadTooLarge().to_dict())
-    log.exception("unhandled error: %s", error)
-    return json_response(500, err.InternalServerError().to_dict())
+    status = error.code if error.code is not None and 400 <= error.code < 600 else 500
+    name = (error.name or "Error").upper().replace(" ", "_").replace("'", "")
+    code = name if name.endswith("_ERROR") else name + "_ERROR"
+    return json_response(status, {"code": code, "message": error.name}, _headers_of(error))
+
+
+def _headers_of(error: HTTPException) -> dict[str, str]:
+    # Headers the error itself carries (Content-Range of a 416, Allow of a 405).
+    return {
+        name: value
+        for name, value in error.get_headers()
+        if name.lower() not in ("content-type", "content-length")
+    }
 
 
 def unknown_endpoint() -> Response:
@@ -297,8 +311,8 @@ def _read_body(request: Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = parse_json(raw)
+    except ValueError:  # not JSON, or nested deeper than any body of the API
         return {}
     return _trim(body) if isinstance(body, dict) else {}
 

@@ -15,6 +15,7 @@ import time
 
 from .models import SeedUser
 from .secondfactor import totp_code
+from .serving import READ_TIMEOUT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,13 +66,23 @@ def _serve(argv: list[str]) -> int:
         type=int,
         default=1,
         metavar="N",
-        help="serve with N worker processes (gunicorn); needs --redis",
+        help="serve with N worker processes; needs --redis",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=READ_TIMEOUT,
+        metavar="S",
+        help=f"drop a client that takes over S seconds to send its headers or body "
+        f"(default {READ_TIMEOUT:g})",
     )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be 1 or more")
     if args.workers > 1 and not args.redis:
         parser.error("--workers needs --redis: worker processes must share one state")
+    if not 0 < args.read_timeout <= 3600:
+        parser.error("--read-timeout must be more than 0 and at most 3600 seconds")
     if args.redis and args.state:
         parser.error("--state and --redis do not go together: Redis already keeps the state")
 
@@ -93,6 +104,8 @@ def _serve(argv: list[str]) -> int:
         "STRICT_RESPONSES": args.strict,
         "CONTROL": not args.no_control,
         "CONTROL_TOKEN": args.control_token,
+        # The address it was told to bind is its own name too (the loopback names always are).
+        "CONTROL_HOSTS": () if args.host in ("0.0.0.0", "::", "") else (args.host.lower(),),
         "ISSUER": args.host,
         "STATE_FILE": args.state,
         "REDIS_URL": args.redis,
@@ -102,14 +115,19 @@ def _serve(argv: list[str]) -> int:
     except (StateFileError, ConnectionError) as error:
         print(f"cumulonimbus-mock: {error}", file=sys.stderr)
         return 2
-    if args.workers > 1:
-        return _serve_workers(config, args)
     writer = app.extensions["cumulonimbus"].writer
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
-        server = make_server(args.host, args.port, app, threaded=True)
+        server = make_server(
+            args.host,
+            args.port,
+            app,
+            threaded=True,
+            workers=args.workers,
+            read_timeout=args.read_timeout,
+        )
     except OSError as error:
         print(
             f"cumulonimbus-mock: cannot listen on {args.host}:{args.port}: {error.strerror}",
@@ -126,6 +144,8 @@ def _serve(argv: list[str]) -> int:
             flush=True,
         )
     print("  users:   " + ", ".join(u.username for u in users), flush=True)
+    if args.redis:
+        print(f"  workers: {args.workers}, state in Redis at {args.redis}", flush=True)
     if args.state:
         print(f"  state:   {args.state} (users, sessions, switches, signing key)", flush=True)
     # SIGTERM ends the server like Ctrl-C does, so the state file gets its last write.
@@ -173,38 +193,3 @@ def _totp(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def _serve_workers(config: dict[str, object], args: argparse.Namespace) -> int:
-    """N gunicorn workers, each with its own app, all sharing the state in Redis."""
-    from gunicorn.app.base import BaseApplication
-
-    from .app import create_app
-
-    class MockApplication(BaseApplication):
-        def load_config(self) -> None:
-            settings = {
-                "bind": f"{args.host}:{args.port}",
-                "workers": args.workers,
-                "worker_class": "gthread",
-                "threads": 8,
-                "accesslog": None if args.quiet else "-",
-                "loglevel": "warning",
-                "when_ready": self._ready,
-            }
-            for key, value in settings.items():
-                self.cfg.set(key, value)
-
-        @staticmethod
-        def _ready(server: object) -> None:
-            host, port = server.LISTENERS[0].sock.getsockname()[:2]  # type: ignore[attr-defined]
-            base = f"http://{host}:{port}"
-            print(f"cumulonimbus-mock listening on {base} (bound to {host} only)", flush=True)
-            print(f"  API:     {base}/api", flush=True)
-            print(f"  workers: {args.workers}, state in Redis at {args.redis}", flush=True)
-
-        def load(self) -> object:
-            return create_app(config)
-
-    MockApplication().run()
-    return 0

@@ -9,9 +9,14 @@ one :class:`Clock`, so tests move time instead of sleeping::
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
+
+# The last second that dates can show (9999-12-31T23:59:59Z): every time the mock writes
+# as a date (createdAt, usedAt, ...) must stay at or before it.
+MAX_EPOCH = 253_402_300_799.0
 
 
 class Clock:
@@ -34,20 +39,31 @@ class Clock:
         return self._frozen_at is not None
 
     def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("the clock only moves forward")
+        """Move forward; ValueError (and no move) if that leaves the dates' range."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError("the clock only moves forward, by a finite number of seconds")
         with self._lock:
+            self.check(self.now() + seconds)
             if self._frozen_at is not None:
                 self._frozen_at += seconds
             else:
                 self._offset += seconds
 
     def set(self, epoch: float) -> None:
+        """Jump to ``epoch``; ValueError (and no move) if it is outside the dates' range."""
+        epoch = float(epoch)
         with self._lock:
+            self.check(epoch)
             if self._frozen_at is not None:
-                self._frozen_at = float(epoch)
+                self._frozen_at = epoch
             else:
-                self._offset = float(epoch) - self._source()
+                self._offset = epoch - self._source()
+
+    @staticmethod
+    def check(epoch: float) -> None:
+        """ValueError unless ``epoch`` is a time the mock can show as a date."""
+        if not (math.isfinite(epoch) and 0 <= epoch <= MAX_EPOCH):
+            raise ValueError(f"the clock must stay between 0 and {MAX_EPOCH:.0f} (year 9999)")
 
     def freeze(self, frozen: bool) -> None:
         with self._lock:

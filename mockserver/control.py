@@ -1,14 +1,29 @@
 """The control API under ``/_mock`` (see ``openapi/control.yaml``): reset, users, kill
-switches, clock, rate-limit buckets and the request journal."""
+switches, clock, rate-limit buckets and the request journal.
+
+Only the developer's own tools may drive it, never a web page they happen to have open:
+everything under ``/_mock`` refuses a request whose ``Host`` is not a loopback name (or
+the address the mock was told to bind), which defeats DNS rebinding, and one whose
+``Origin`` is another origin than the mock's own, which defeats cross-site requests
+(even those a browser sends without asking, like a form's POST). It sends no CORS
+headers, so no other origin can read it either. ``/api`` is not affected: the real
+service answers any origin.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import ipaddress
+import math
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request
 
 from . import exceptions as err
+from .clock import Clock
+from .inputs import decimal, parse_json
 from .models import SeedUser, iso
 
 blueprint = Blueprint("control", __name__, url_prefix="/_mock")
@@ -25,10 +40,65 @@ def _json(status: int, body: Any) -> Response:
 
 
 def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    try:
+        data = parse_json(request.get_data(cache=True)) if request.is_json else None
+    except ValueError:
+        data = None
     if not isinstance(data, dict):
         raise err.ControlBadRequest("the body must be a JSON object")
     return data
+
+
+LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
+
+
+def guard(host: str | None, origin: str | None, allowed: frozenset[str] = frozenset()) -> None:
+    """Refuse a control request from anywhere but this machine's own tools.
+
+    ``host`` is the request's ``Host`` header, ``origin`` its ``Origin`` header (None
+    when absent, as from curl, scripts and same-origin GETs); ``allowed`` adds names
+    besides the loopback ones (the address given to ``--host``).
+    """
+    name = _host_name(host or "")
+    if name is None or not (_is_loopback(name) or name in allowed):
+        raise err.ForeignHost()
+    if origin is not None:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or parts.netloc.lower() != (host or "").lower():
+            raise err.ForeignOrigin()
+
+
+def _host_name(host: str) -> str | None:
+    """The name in a Host header, without its port; None if it is not one."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return None
+        return name
+    name, _, port = host.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name.rstrip(".") or None
+
+
+def _is_loopback(name: str) -> bool:
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_request() -> None:
+    """Flask hook for everything under /_mock (the dashboard's pages too)."""
+    if request.path == "/_mock" or request.path.startswith("/_mock/"):
+        guard(
+            request.headers.get("Host"),
+            request.headers.get("Origin"),
+            frozenset(current_app.config.get("CONTROL_HOSTS") or ()),
+        )
 
 
 @blueprint.before_request
@@ -88,12 +158,13 @@ def list_kill_switches() -> Response:
 @blueprint.route("/killswitches/<switch>", methods=["PUT"])
 def set_kill_switch(switch: str) -> Response:
     backend = _state().backend
-    if not switch.isdigit() or int(switch) not in backend.kill_switches:
+    number = decimal(switch)
+    if number is None or number not in backend.kill_switches:
         return _json(404, {"code": "INVALID_KILLSWITCH_ERROR", "message": "Invalid Kill Switch"})
     state = _body().get("state")
     if not isinstance(state, bool):
         raise err.ControlBadRequest("state must be true or false")
-    return _json(200, backend.set_kill_switch(int(switch), state))
+    return _json(200, backend.set_kill_switch(number, state))
 
 
 def _clock_body() -> dict[str, Any]:
@@ -116,23 +187,31 @@ def move_clock() -> Response:
         raise err.ControlBadRequest(
             "give one or more of: advance (seconds), set (epoch seconds), frozen"
         )
+    moves: dict[str, float] = {}
     for name in ("advance", "set"):
-        value = body.get(name)
-        if name in body and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or value < 0
-            or value != value
-        ):
-            raise err.ControlBadRequest(f"{name} must be a number of seconds, 0 or more")
+        if name in body:
+            value = body[name]
+            number = math.nan
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                # OverflowError: an integer beyond any float; 1e400 parses as infinity.
+                with contextlib.suppress(OverflowError):
+                    number = float(value)
+            if not math.isfinite(number) or number < 0:
+                raise err.ControlBadRequest(f"{name} must be a number of seconds, 0 or more")
+            moves[name] = number
     if "frozen" in body and not isinstance(body["frozen"], bool):
         raise err.ControlBadRequest("frozen must be true or false")
+    # Checked before anything moves, so a refused request leaves the clock as it was.
+    try:
+        Clock.check(moves.get("set", clock.now()) + moves.get("advance", 0.0))
+    except ValueError as error:
+        raise err.ControlBadRequest(str(error)) from error
     if "frozen" in body:
         clock.freeze(body["frozen"])
-    if "set" in body:
-        clock.set(float(body["set"]))
-    if "advance" in body:
-        clock.advance(float(body["advance"]))
+    if "set" in moves:
+        clock.set(moves["set"])
+    if "advance" in moves:
+        clock.advance(moves["advance"])
     return _json(200, _clock_body())
 
 
@@ -151,10 +230,10 @@ def clear_rate_limits() -> Response:
 @blueprint.route("/requests", methods=["GET"])
 def list_requests() -> Response:
     state = _state()
-    raw = request.args.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    limit = decimal(request.args.get("limit", "100"))
+    if limit is None or not 1 <= limit <= 1000:
         raise err.ControlBadRequest("limit must be an integer from 1 to 1000")
-    items = state.journal.items(int(raw))
+    items = state.journal.items(limit)
     return _json(200, {"count": len(items), "items": items})
 
 

@@ -134,6 +134,19 @@ class InvalidMockToken(APIError):
     status, code, message = 401, "INVALID_MOCK_TOKEN_ERROR", "Invalid Mock Token"
 
 
+class ForeignHost(APIError):
+    """A control request addressed to a name that is not this machine's loopback: what a
+    page on another site sees after rebinding its DNS name to 127.0.0.1."""
+
+    status, code, message = 403, "FORBIDDEN_HOST_ERROR", "Forbidden Host"
+
+
+class ForeignOrigin(APIError):
+    """A control request sent by a page of another origin (any website, or another port)."""
+
+    status, code, message = 403, "FORBIDDEN_ORIGIN_ERROR", "Forbidden Origin"
+
+
 class ControlBadRequest(APIError):
     status, code = 400, "INVALID_REQUEST_ERROR"
 

@@ -6,10 +6,11 @@ One process keeps it in memory; workers sharing state keep it in Redis
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from typing import Any
+
+from .inputs import parse_json
 
 BODIES = ("requestBody", "responseBody")
 
@@ -27,7 +28,7 @@ def readable(entry: dict[str, Any]) -> dict[str, Any]:
         raw = entry.get(key)
         if isinstance(raw, bytes):
             try:
-                decoded[key] = json.loads(raw)
+                decoded[key] = parse_json(raw)
             except ValueError:
                 decoded[key] = raw[:200].decode("utf-8", "replace")
     return decoded

@@ -16,12 +16,12 @@ import hmac
 import secrets
 import threading
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from . import exceptions as err
-from .clock import Clock
+from .clock import MAX_EPOCH, Clock
 from .ratelimit import Bucket, BucketKey, RateLimiter
 from .secondfactor import decode_secret, hash_backup_code, new_backup_codes, verify_totp
 from .spec import Spec
@@ -511,34 +511,133 @@ class Backend:
             }
 
     def restore(self, data: dict[str, Any]) -> None:
-        """Replace the state with a snapshot; raises ValueError if it is not one."""
+        """Replace the state with a snapshot; raises ValueError if it is not one.
+
+        Every field is checked for the type and shape the rules rely on, so a snapshot
+        that parses but is wrong (an ``exp`` of ``"never"``, a session id that is not a
+        number, a key without its private part) is refused here, before the mock serves
+        anything, rather than turning every later request into a 500.
+        """
         if not isinstance(data, dict) or data.get("version") != self.SNAPSHOT_VERSION:
             raise ValueError(f"not a version {self.SNAPSHOT_VERSION} state snapshot")
         try:
-            signer = TokenSigner.from_jwk(data["signingKey"], str(data["issuer"]))
-            switches = {int(k): bool(v) for k, v in data["killSwitches"].items()}
+            signer = _restore_signer(data["signingKey"], data["issuer"])
+            raw_switches = _expect(data["killSwitches"], dict, "killSwitches")
+            switches = {
+                _expect_id(k, "kill switch id"): _expect(v, bool, f"kill switch {k}")
+                for k, v in raw_switches.items()
+            }
             users: dict[str, User] = {}
-            for raw in data["users"]:
-                user = User(
-                    id=str(raw["id"]),
-                    username=str(raw["username"]),
-                    password_hash=str(raw["passwordHash"]),
-                    salt=str(raw["salt"]),
-                    staff=bool(raw["staff"]),
-                    banned=bool(raw["banned"]),
-                    totp_secret=raw["totpSecret"],
-                    backup_codes=set(raw["backupCodeDigests"]),
-                    last_session_id=int(raw["lastSessionId"]),
-                )
-                for session in raw["sessions"]:
-                    restored = Session(**session)
-                    user.sessions[restored.id] = restored
+            for raw in _expect(data["users"], list, "users"):
+                user = _restore_user(_expect(raw, dict, "a user"))
+                if user.id in users:
+                    raise ValueError(f"user id {user.id} appears twice")
                 users[user.id] = user
-        except Exception as error:  # any shape of bad data is the same clear refusal
+        except (KeyError, TypeError) as error:
             raise ValueError(f"state snapshot is incomplete or malformed: {error!r}") from error
         if set(switches) != set(self.kill_switches):
             raise ValueError("state snapshot has the wrong kill switches")
         with self.lock:
             self.signer, self.users, self.kill_switches = signer, users, switches
-            self._last_user_ms = max((int(uid) for uid in users if uid.isdigit()), default=0)
+            self._last_user_ms = max((int(uid) for uid in users), default=0)
             self.revision += 1
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    # bool is an int to isinstance; a number field holding true is as wrong as "never".
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ValueError(f"{what} must be a number, not {value!r}")
+    if not isinstance(value, kind):
+        raise ValueError(f"state snapshot is malformed: {what} is {value!r}")
+    return value
+
+
+def _expect_id(value: Any, what: str) -> int:
+    text = str(_expect(value, (str, int), what))
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise ValueError(f"state snapshot is malformed: {what} {value!r} is not a number")
+    return int(text)
+
+
+def _expect_time(value: Any, what: str) -> float:
+    number = float(_expect(value, (int, float), what))
+    if not 0 <= number <= MAX_EPOCH:
+        raise ValueError(f"state snapshot is malformed: {what} {value!r} is out of range")
+    return number
+
+
+def _expect_exp(value: Any) -> int:
+    exp = int(_expect(value, int, "exp"))
+    if exp < 0:
+        raise ValueError(f"state snapshot is malformed: exp {value!r} is out of range")
+    return exp
+
+
+def _restore_signer(key: Any, issuer: Any) -> TokenSigner:
+    try:
+        signer = TokenSigner.from_jwk(
+            _expect(key, dict, "signingKey"), _expect(issuer, str, "issuer")
+        )
+    except ValueError:
+        raise
+    except Exception as error:
+        raise ValueError(f"state snapshot's signing key cannot be used: {error}") from error
+    if not signer.key.is_private or signer.key.curve_name != "P-256":
+        raise ValueError("state snapshot's signing key must be a private P-256 key")
+    return signer
+
+
+def _restore_user(raw: dict[str, Any]) -> User:
+    user_id = str(_expect_id(raw["id"], "user id"))
+    totp_secret = raw["totpSecret"]
+    if totp_secret is not None:
+        decode_secret(_expect(totp_secret, str, "totpSecret"))
+    digests = _expect(raw["backupCodeDigests"], list, "backupCodeDigests")
+    for digest in digests:
+        if not (isinstance(digest, str) and len(digest) == 128 and digest.isascii()):
+            raise ValueError("state snapshot is malformed: a backup code digest is not SHA-512")
+    username = _expect(raw["username"], str, "username")
+    if not username.strip():
+        raise ValueError("state snapshot is malformed: a username is empty")
+    user = User(
+        id=user_id,
+        username=username,
+        password_hash=_expect(raw["passwordHash"], str, "passwordHash"),
+        salt=_expect(raw["salt"], str, "salt"),
+        staff=_expect(raw["staff"], bool, "staff"),
+        banned=_expect(raw["banned"], bool, "banned"),
+        totp_secret=totp_secret,
+        backup_codes=set(digests),
+        last_session_id=_expect_id(raw["lastSessionId"], "lastSessionId"),
+    )
+    for session in _expect(raw["sessions"], list, f"sessions of user {user_id}"):
+        restored = _restore_session(_expect(session, dict, "a session"), user_id)
+        if restored.id in user.sessions:
+            raise ValueError(f"session id {restored.id} appears twice")
+        user.sessions[restored.id] = restored
+        # Ids are never issued twice (see create_session), whatever the file says.
+        user.last_session_id = max(user.last_session_id, int(restored.id))
+    return user
+
+
+def _restore_session(raw: dict[str, Any], user_id: str) -> Session:
+    unknown = set(raw) - {f.name for f in fields(Session)}
+    if unknown:
+        raise ValueError(f"state snapshot is malformed: unknown session fields {sorted(unknown)}")
+    session_id = str(_expect_id(raw["id"], "session id"))
+    if str(raw["user_id"]) != user_id:
+        raise ValueError(f"state snapshot is malformed: session {session_id} is filed wrongly")
+    flags = raw["permission_flags"]
+    if flags is not None and not 0 <= _expect(flags, int, "permission_flags") < 2**32:
+        raise ValueError(f"state snapshot is malformed: permission_flags {flags!r}")
+    used_at = raw.get("used_at")
+    return Session(
+        id=session_id,
+        user_id=user_id,
+        name=_expect(raw["name"], str, "session name"),
+        exp=_expect_exp(raw["exp"]),
+        permission_flags=flags,
+        created_at=_expect_time(raw["created_at"], "created_at"),
+        updated_at=_expect_time(raw["updated_at"], "updated_at"),
+        used_at=None if used_at is None else _expect_time(used_at, "used_at"),
+    )

@@ -108,6 +108,10 @@ def routing(call: Call, ctx: Context) -> None:
     if matched is None:
         raise err.InvalidEndpoint()
     call.op, call.args = matched
+    # Routing forgives trailing slashes (as the service's router does); every later step,
+    # the validators and --strict included, sees the operation's own path.
+    trimmed = call.path.rstrip("/")
+    call.path = trimmed + "/" if call.op.path.endswith("/") else trimmed
     if call.op.has_body:
         call.body = call.read_body()
 

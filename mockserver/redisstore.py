@@ -37,6 +37,20 @@ _RELEASE = (
 )
 LOCK_TTL_MS = 30_000  # a crashed worker's lock expires instead of blocking the rest
 BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before the lock; larger bodies are refused anyway
+# Without Redis there is no state to answer from: every feature is unavailable, which
+# the API says as the GLOBAL kill switch's 503 (feature 8), in its own error format.
+UNAVAILABLE_BODY = json.dumps(
+    {"code": "SERVICE_UNAVAILABLE_ERROR", "message": "Service Unavailable", "feature": 8},
+    separators=(",", ":"),
+).encode()
+UNAVAILABLE_HEADERS = (
+    ("Content-Type", "application/json"),
+    ("Cache-Control", "no-cache, no-store, must-revalidate"),
+    ("Content-Length", str(len(UNAVAILABLE_BODY))),
+    ("Retry-After", "1"),
+    ("RateLimit-Skipped", "true"),
+    ("Access-Control-Allow-Origin", "*"),
+)
 
 
 class RedisBuckets(MutableMapping[BucketKey, Bucket]):
@@ -159,8 +173,24 @@ class RedisSync:
 
         def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             _buffer_body(environ)  # a slow client must not hold every worker's lock
-            with self.unit_of_work():
-                return list(app(environ, start_response))
+            answered: list[Any] = []
+
+            def remember(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                answered[:] = [status, headers]
+                return lambda data: None
+
+            try:
+                with self.unit_of_work():
+                    body = list(app(environ, remember))
+            except redis.RedisError as error:
+                # Whatever this request changed never reached Redis: forget it, so the
+                # next request starts again from what Redis holds.
+                self._loaded_revision = None
+                log.error("Redis is unavailable: %s", error)
+                start_response("503 SERVICE UNAVAILABLE", list(UNAVAILABLE_HEADERS))
+                return [UNAVAILABLE_BODY]
+            start_response(*answered)
+            return body
 
         return wrapped
 
@@ -207,14 +237,22 @@ class RedisSync:
 
 
 def _buffer_body(environ: dict[str, Any]) -> None:
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return
-    if 0 < length <= BODY_BUFFER_MAX:
-        data = environ["wsgi.input"].read(length)
+    """Read the body before the lock is taken, sized or chunked (the served mock has
+    already read it; other WSGI servers may not have)."""
+    raw_length = environ.get("CONTENT_LENGTH") or ""
+    if raw_length:
+        if not (raw_length.isascii() and raw_length.isdigit()):
+            return
+        length = int(raw_length)
+        if 0 < length <= BODY_BUFFER_MAX:
+            data = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(data)
+            environ["CONTENT_LENGTH"] = str(len(data))
+    elif environ.get("wsgi.input_terminated"):
+        data = environ["wsgi.input"].read(BODY_BUFFER_MAX)
         environ["wsgi.input"] = io.BytesIO(data)
-        environ["CONTENT_LENGTH"] = str(len(data))
+        if data:
+            environ["CONTENT_LENGTH"] = str(len(data))
 
 
 def connect(url: str) -> redis.Redis:

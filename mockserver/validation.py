@@ -33,6 +33,7 @@ from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
 from werkzeug.datastructures import Headers, ImmutableMultiDict, MultiDict
 
 from .exceptions import BodyTooLarge, MissingFields
+from .inputs import decimal
 from .spec import Operation
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class SpecValidator:
         # the parameter results seen so far.
         self._body_validators: dict[str, Any] = {}
         self._param_results: dict[tuple[Any, ...], list[str]] = {}
+        self._integers: dict[str, tuple[str, ...]] = {}
 
     def _request(
         self,
@@ -164,7 +166,14 @@ class SpecValidator:
         return fields
 
     def _reference_param_fields(self, op: Operation, request: _Request) -> list[str]:
-        fields: list[str] = []
+        # openapi-core casts integers with int(), which also takes "5_0", "+5", " 5" and
+        # digits of other scripts; the API takes ASCII digits only (contract decision 9).
+        query = request.parameters.query
+        fields = [
+            name
+            for name in self._integer_params(op)
+            if name in query and decimal(str(query.get(name, "")).lstrip("-")) is None
+        ]
         for error in self._params.iter_errors(request):
             name = getattr(error, "name", None)
             if name and name in op.query_params:
@@ -189,6 +198,27 @@ class SpecValidator:
                 self._param_results.clear()
             self._param_results[key] = fields
         return list(fields)
+
+    def _integer_params(self, op: Operation) -> tuple[str, ...]:
+        """The operation's query parameters whose schema is an integer."""
+        if op.operation_id not in self._integers:
+            item = self.document["paths"][op.path]
+            declared = [*item.get("parameters", []), *item[op.method.lower()].get("parameters", [])]
+            names = []
+            for param in map(self._resolve, declared):
+                schema = self._resolve(param.get("schema", {}))
+                if param.get("in") == "query" and schema.get("type") == "integer":
+                    names.append(param["name"])
+            self._integers[op.operation_id] = tuple(names)
+        return self._integers[op.operation_id]
+
+    def _resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            target: Any = self.document
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            node = target
+        return node
 
     def _body_validator(self, op: Operation) -> Any:
         if op.operation_id not in self._body_validators:

@@ -81,8 +81,10 @@ def test_the_file_is_written_atomically_and_privately(tmp_path: Path, clock: Clo
     login(app)
     assert app.extensions["cumulonimbus"].writer.flush() is True
     assert app.extensions["cumulonimbus"].writer.flush() is False  # nothing changed since
-    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    # The state and the lock that says which mock owns it; no temporary file is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".state.json.lock", "state.json"]
     assert path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".state.json.lock").stat().st_mode & 0o777 == 0o600
     assert json.loads(path.read_text())["version"] == 1
 
 

@@ -20,15 +20,13 @@ from .test_cli import free_port, start_mock, stop
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def run_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    """A throwaway redis-server on ``port``, answering once this returns."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed; .ci/run installs Debian's redis-server")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(folder)],
@@ -43,8 +41,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             break
         except redis.ConnectionError:
             threading.Event().wait(0.025)  # waiting for a process to bind, not for the clock
-    yield f"redis://127.0.0.1:{port}/0"
     client.close()
+    return process
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    process = run_redis(port, tmp_path_factory.mktemp("redis"))
+    yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(timeout=10)
 
@@ -153,3 +158,46 @@ def test_the_conformance_suite_passes_against_two_workers(two_workers: str) -> N
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "no failed check cases" in result.stdout
+
+
+def test_with_redis_down_clients_get_a_json_503_and_then_recover(tmp_path: Path) -> None:
+    port = free_port()
+    server = run_redis(port, tmp_path)
+    app = create_app({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "REDIS_PREFIX": "outage"})
+    client = app.test_client()
+    login = {"username": "alice", "password": "password"}
+    assert client.post("/api/login", json=login).status_code == 201
+    server.terminate()
+    server.wait(timeout=10)
+    try:
+        for method, path in (("POST", "/api/login"), ("GET", "/_mock/users")):
+            response = client.open(path, method=method, json=login)
+            assert response.status_code == 503
+            assert response.mimetype == "application/json"
+            assert response.json["code"] == "SERVICE_UNAVAILABLE_ERROR"
+            assert response.json["message"] == "Service Unavailable"
+    finally:
+        server = run_redis(port, tmp_path)
+    try:
+        assert client.post("/api/login", json=login).status_code == 201
+        assert client.get("/_mock/users").status_code == 200
+    finally:
+        app.extensions["cumulonimbus"].backend.limiter.store.client.close()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_slow_chunked_body_holds_no_worker_and_no_lock(two_workers: str) -> None:
+    import socket
+
+    port = int(two_workers.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as stalled:
+        stalled.sendall(
+            b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"use'
+        )
+        # Both workers answer at once (a fresh connection each) while the body is pending.
+        for _ in range(4):
+            response = requests.get(f"{two_workers}/_mock/clock", timeout=2)
+            assert response.status_code == 200
+        assert requests.get(f"{two_workers}/api/", timeout=2).status_code == 200
