@@ -271,9 +271,9 @@ def _headers_of(error: HTTPException) -> dict[str, str]:
 
 
 def unknown_endpoint() -> Response:
-    """The answer to any path or method the spec does not have, however it was reached
-    (the spec's routing, or Flask's for paths that never get that far). Unknown paths are
-    not rate-limited, so the answer says it was not counted."""
+    """The answer to a path outside the API (or a 404/405 raised before the pipeline ran).
+    Unknown paths *under* ``/api`` never come here: the pipeline's ``routing`` step answers
+    them, counted in the global bucket as the service does (observed rows 3-4)."""
     return json_response(404, err.InvalidEndpoint().to_dict(), {"RateLimit-Skipped": "true"})
 
 
