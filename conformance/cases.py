@@ -69,9 +69,14 @@ def run_case(ctx: Any, case: Case) -> None:
     chk, op = case.check, case.op
     if not target.is_mock:
         if chk.slow and not target.settings.run_slow:
-            pytest.skip("waits for rate-limit windows on a real deployment: pass --run-slow")
+            pytest.skip(
+                "waits for rate-limit windows on a real deployment: pass --cumulonimbus-run-slow"
+            )
         if chk.kill_switches and not target.settings.allow_kill_switches:
-            pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
+            pytest.skip(
+                "flips kill switches, which affects every user: "
+                "pass --cumulonimbus-allow-kill-switches"
+            )
     flips = flips_switches(op)
     before = ctx.switch_states() if flips else {}
     try:
@@ -111,7 +116,9 @@ def run_case_errors(ctx: Any, op: Operation) -> None:
         and not ctx.target.is_mock
         and not ctx.target.settings.allow_kill_switches
     ):
-        pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
+        pytest.skip(
+            "flips kill switches, which affects every user: pass --cumulonimbus-allow-kill-switches"
+        )
 
 
 def flips_switches(op: Operation) -> bool:

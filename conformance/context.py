@@ -388,7 +388,10 @@ class Context:
         if self.target.control is not None:
             return "control"
         if not self.target.settings.allow_kill_switches:
-            pytest.skip("flips kill switches, which affects every user: pass --allow-kill-switches")
+            pytest.skip(
+                "flips kill switches, which affects every user: "
+                "pass --cumulonimbus-allow-kill-switches"
+            )
         self.staff_with_factor()
         return "api"
 

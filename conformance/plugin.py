@@ -1,16 +1,18 @@
-"""The pytest plugin: options, the target (connected once), parametrisation of the checks
+"""The suite's pytest plugin: the target (connected once), parametrisation of the checks
 from the spec, and the run object that carries the run's state through pytest's hooks.
 Cases live in `cases.py`, known deviations in `deviations.py`, the summary table and the
 reports in `report.py`, redaction of secrets in `redact.py`.
 
     pytest conformance --base-url http://127.0.0.1:8000/api
-    pytest --pyargs conformance --base-url https://example.org/api --conformance-report report.md
+    cumulonimbus-conformance --base-url https://example.org/api --cumulonimbus-report report.md
+
+Its options are declared by ``pytest_cumulonimbus`` (the entry point every install
+registers); this plugin is registered only where the suite runs, by ``conftest.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -27,132 +29,27 @@ from conformance.registry import CheckFailure
 from conformance.report import Outcome, Results, json_report, markdown_report, terminal_lines
 from conformance.spec import load_spec
 from conformance.target import Settings, Target, TargetError
+from pytest_cumulonimbus import setting
 
 if TYPE_CHECKING:
     from conformance.context import Context
 
-OPTIONS = [
-    # (option, dest, env, help)
-    ("--cumulonimbus-username", "cn_username", "CUMULONIMBUS_USERNAME", "an ordinary user's name"),
-    (
-        "--cumulonimbus-password",
-        "cn_password",
-        "CUMULONIMBUS_PASSWORD",
-        "the ordinary user's password",
-    ),
-    (
-        "--cumulonimbus-staff-username",
-        "cn_staff_username",
-        "CUMULONIMBUS_STAFF_USERNAME",
-        "a staff user's name",
-    ),
-    (
-        "--cumulonimbus-staff-password",
-        "cn_staff_password",
-        "CUMULONIMBUS_STAFF_PASSWORD",
-        "the staff password",
-    ),
-    (
-        "--cumulonimbus-staff-totp-secret",
-        "cn_staff_totp",
-        "CUMULONIMBUS_STAFF_TOTP_SECRET",
-        "the staff user's TOTP secret (base32)",
-    ),
-    (
-        "--mock-control-token",
-        "cn_control_token",
-        "CUMULONIMBUS_MOCK_TOKEN",
-        "the mock's --control-token",
-    ),
-]
 RUN = pytest.StashKey["ConformanceRun"]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("cumulonimbus", "Cumulonimbus session API conformance")
-    for option, dest, env, text in OPTIONS:
-        group.addoption(option, dest=dest, default=os.environ.get(env), help=f"{text} (env {env})")
-    group.addoption(
-        "--no-control",
-        action="store_true",
-        default=False,
-        help="do not use a mock control API even if the target has one",
-    )
-    group.addoption(
-        "--allow-kill-switches",
-        action="store_true",
-        default=_env_flag("CUMULONIMBUS_ALLOW_KILL_SWITCHES"),
-        help="run checks that flip kill switches on a real deployment (they affect every user)",
-    )
-    group.addoption(
-        "--run-slow",
-        action="store_true",
-        default=_env_flag("CUMULONIMBUS_RUN_SLOW"),
-        help="run rate-limit checks that must wait for windows to end on a real deployment",
-    )
-    group.addoption(
-        "--conformance-report",
-        dest="conformance_report",
-        metavar="FILE",
-        default=os.environ.get("CUMULONIMBUS_REPORT"),
-        help="write a Markdown report to FILE",
-    )
-    group.addoption(
-        "--known-deviations",
-        dest="known_deviations",
-        metavar="FILE",
-        default=os.environ.get("CUMULONIMBUS_KNOWN_DEVIATIONS"),
-        help="YAML list of {check, operation, reason}: expected failures",
-    )
-    group.addoption(
-        "--conformance-examples",
-        dest="conformance_examples",
-        type=int,
-        default=int(os.environ.get("CUMULONIMBUS_EXAMPLES", "0") or 0),
-        help="generated requests per operation and mode (default: 10 on the mock, 25 elsewhere)",
-    )
-    group.addoption(
-        "--conformance-json-report",
-        dest="conformance_json_report",
-        metavar="FILE",
-        default=os.environ.get("CUMULONIMBUS_JSON_REPORT"),
-        help="write a JSON report to FILE (env CUMULONIMBUS_JSON_REPORT)",
-    )
-    group.addoption(
-        "--conformance-show-secrets",
-        dest="conformance_show_secrets",
-        action="store_true",
-        default=_env_flag("CUMULONIMBUS_SHOW_SECRETS"),
-        help="show tokens and passwords in curl lines, failures, junit and reports "
-        "(default: $CUMULONIMBUS_TOKEN, $CUMULONIMBUS_PASSWORD ...)",
-    )
-    group.addoption(
-        "--conformance-strict-deviations",
-        dest="conformance_strict_deviations",
-        action="store_true",
-        default=_env_flag("CUMULONIMBUS_STRICT_DEVIATIONS"),
-        help="fail the run when a known deviation no longer happens",
-    )
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
-
-
 def settings_of(config: pytest.Config) -> Settings:
-    o = config.option
     return Settings(
-        base_url=o.base_url or "",
-        username=o.cn_username,
-        password=o.cn_password,
-        staff_username=o.cn_staff_username,
-        staff_password=o.cn_staff_password,
-        staff_totp_secret=o.cn_staff_totp,
-        control_token=o.cn_control_token,
-        allow_kill_switches=o.allow_kill_switches,
-        run_slow=o.run_slow,
-        use_control=not o.no_control,
-        show_secrets=o.conformance_show_secrets,
+        base_url=config.option.base_url or "",
+        username=setting(config, "username"),
+        password=setting(config, "password"),
+        staff_username=setting(config, "staff-username"),
+        staff_password=setting(config, "staff-password"),
+        staff_totp_secret=setting(config, "staff-totp-secret"),
+        control_token=setting(config, "mock-token"),
+        allow_kill_switches=setting(config, "allow-kill-switches"),
+        run_slow=setting(config, "run-slow"),
+        use_control=not setting(config, "no-control"),
+        show_secrets=setting(config, "show-secrets"),
     )
 
 
@@ -196,7 +93,7 @@ class ConformanceRun:
         self.target: Target | None = None
         self.context: Context | None = None
         self.results = Results()
-        path = config.option.known_deviations
+        path = setting(config, "known-deviations")
         self.deviations = KnownDeviations(known.load(path) if path else [])
         self.redactor = self._redactor()
 
@@ -243,7 +140,7 @@ class ConformanceRun:
             )
         try:
             self.target = Target.connect(self.settings, load_spec(), redactor=self.redactor)
-            examples = config.option.conformance_examples or (10 if self.target.is_mock else 25)
+            examples = setting(self.config, "examples") or (10 if self.target.is_mock else 25)
             self.target.settings_examples = examples
         except TargetError as exc:
             pytest.exit(f"conformance: cannot judge {config.option.base_url}: {exc}", returncode=3)
@@ -328,7 +225,7 @@ class ConformanceRun:
         self.deviations.record(report.nodeid, outcome)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        strict = self.config.option.conformance_strict_deviations
+        strict = setting(self.config, "strict-deviations")
         if strict and self.deviations.no_longer_happening() and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -340,24 +237,23 @@ class ConformanceRun:
         for line in terminal_lines(self.results, self.deviations, self.target):
             tr.write_line(line)
         gone = self.deviations.no_longer_happening()
-        if gone and self.config.option.conformance_strict_deviations:
+        if gone and setting(self.config, "strict-deviations"):
             tr.write_line(
                 f"{len(gone)} known deviation(s) no longer happen: the run fails "
                 "(strict deviations); remove them from the file",
                 red=True,
             )
-        option = self.config.option
-        if option.conformance_report:
-            Path(option.conformance_report).write_text(
+        report = setting(self.config, "report")
+        if report:
+            Path(report).write_text(
                 markdown_report(self.results, self.deviations, self.target), encoding="utf-8"
             )
-            tr.write_line(f"conformance report written to {option.conformance_report}")
-        if option.conformance_json_report:
+            tr.write_line(f"conformance report written to {report}")
+        json_path = setting(self.config, "json-report")
+        if json_path:
             body = json_report(self.results, self.deviations, self.target)
-            Path(option.conformance_json_report).write_text(
-                json.dumps(body, indent=2) + "\n", encoding="utf-8"
-            )
-            tr.write_line(f"conformance JSON report written to {option.conformance_json_report}")
+            Path(json_path).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+            tr.write_line(f"conformance JSON report written to {json_path}")
 
     def pytest_unconfigure(self) -> None:
         if self.context is not None:

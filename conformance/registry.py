@@ -92,8 +92,8 @@ def check(
     slow: bool = False,
     kill_switches: bool = False,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register a check. `slow`: needs --run-slow on real targets; `kill_switches`: needs
-    --allow-kill-switches on real targets."""
+    """Register a check. `slow`: needs --cumulonimbus-run-slow on real targets;
+    `kill_switches`: needs --cumulonimbus-allow-kill-switches on real targets."""
 
     def register(func: Callable[..., None]) -> Callable[..., None]:
         if check_id in REGISTRY:

@@ -112,7 +112,7 @@ class Control:
             return None
         if response.status_code == 401 and not token:
             raise TargetError(
-                f"{root} is a control API that needs a token: pass --mock-control-token"
+                f"{root} is a control API that needs a token: pass --cumulonimbus-mock-token"
             )
         try:
             body = response.json()

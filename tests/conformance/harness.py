@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
+
+from mockserver.testing import serve as serve_app
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO / "conformance"
@@ -34,15 +35,8 @@ SUITE = REPO / "conformance"
 @contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Serve `app` on a free port of 127.0.0.1; yields the API's base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/api"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serve_app(app) as root:
+        yield root + "/api"
 
 
 @dataclass
@@ -69,7 +63,7 @@ def run_suite(base_url: str, tmp_path: Path, *args: str, files: tuple[str, ...] 
         "no:cacheprovider",
         "-q",
         "-rN",
-        "--conformance-report",
+        "--cumulonimbus-report",
         str(report),
         *args,
     ]

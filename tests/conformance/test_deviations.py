@@ -60,7 +60,7 @@ def test_a_wrong_deviations_file_is_a_usage_error(
     tmp_path: Path, text: str | None, message: str
 ) -> None:
     path = str(tmp_path / "absent.yaml") if text is None else _deviations(tmp_path, text)
-    result = run_suite(UNREACHABLE, tmp_path, "--known-deviations", path)
+    result = run_suite(UNREACHABLE, tmp_path, "--cumulonimbus-known-deviations", path)
     assert result.returncode == 4, str(result)
     assert "INTERNALERROR" not in result.output, str(result)
     assert f"ERROR: known deviations file {path}: {message}" in result.output, str(result)
@@ -71,7 +71,7 @@ def test_a_wrong_deviations_file_is_a_usage_error(
 
 def _run(app: Any, tmp_path: Path, deviations: str, *args: str) -> SuiteRun:
     with serve(app) as base_url:
-        return run_suite(base_url, tmp_path, "--known-deviations", deviations, *args)
+        return run_suite(base_url, tmp_path, "--cumulonimbus-known-deviations", deviations, *args)
 
 
 def test_strict_mode_fails_the_run_when_a_deviation_no_longer_happens(
@@ -79,7 +79,7 @@ def test_strict_mode_fails_the_run_when_a_deviation_no_longer_happens(
 ) -> None:
     deviations = _deviations(tmp_path, ENTRY)
     result = _run(
-        mock_app, tmp_path, deviations, "-k", STAFF_LIST_ORDER, "--conformance-strict-deviations"
+        mock_app, tmp_path, deviations, "-k", STAFF_LIST_ORDER, "--cumulonimbus-strict-deviations"
     )
     assert result.returncode == 1, str(result)
     assert "known deviation no longer happens: paging.order on getUserSessions" in result.output
@@ -94,7 +94,7 @@ def test_strict_mode_passes_while_the_deviation_happens(mock_app: Any, tmp_path:
         deviations,
         "-k",
         STAFF_LIST_ORDER,
-        "--conformance-strict-deviations",
+        "--cumulonimbus-strict-deviations",
     )
     assert result.returncode == 0, str(result)
     assert "still happens: `paging.order` on `getUserSessions`" in result.report
@@ -111,7 +111,7 @@ def test_a_deviation_deselected_by_k_is_not_stale(mock_app: Any, tmp_path: Path)
         deviations,
         "-k",
         "auth.required-getSelfSessions-no-token",
-        "--conformance-strict-deviations",
+        "--cumulonimbus-strict-deviations",
     )
     assert result.returncode == 0, str(result)
     assert "known deviation" not in result.output, str(result)

@@ -26,7 +26,12 @@ from tests.conformance.harness import (
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
 # The mock's own user, judged as a deployment so that the test knows the password.
-DEPLOYMENT = ("--no-control", "--cumulonimbus-username", "alice", "--cumulonimbus-password")
+DEPLOYMENT = (
+    "--cumulonimbus-no-control",
+    "--cumulonimbus-username",
+    "alice",
+    "--cumulonimbus-password",
+)
 PASSWORD = "password"
 
 
@@ -50,7 +55,7 @@ def _failed_scoped_session(tmp_path: Path, *extra: str) -> dict[str, str]:
             "schema.body-createScopedSession",
             "--junitxml",
             str(junit),
-            "--conformance-json-report",
+            "--cumulonimbus-json-report",
             str(report_json),
             *extra,
             files=("test_responses.py",),
@@ -96,7 +101,7 @@ def test_the_redacted_curl_line_leaves_the_variables_to_the_shell(
 
 
 def test_show_secrets_shows_them(tmp_path: Path) -> None:
-    shown = _failed_scoped_session(tmp_path, "--conformance-show-secrets")
+    shown = _failed_scoped_session(tmp_path, "--cumulonimbus-show-secrets")
     assert JWT.search(shown["markdown"]) is not None
     assert re.search(rf"-H 'Authorization: {JWT.pattern}", shown["terminal"])
     assert f'"password": "{PASSWORD}"' in shown["markdown"]
@@ -123,7 +128,7 @@ def paging_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteRun, dict
             tmp_path,
             "-k",
             "paging.order-getUserSessions",
-            "--conformance-json-report",
+            "--cumulonimbus-json-report",
             str(report_json),
         )
     assert result.returncode == 1, str(result)
@@ -181,7 +186,7 @@ def test_a_fuzz_failure_keeps_schemathesis_whole_message(tmp_path: Path) -> None
             tmp_path,
             "-k",
             "fuzz.positive-getSelfSessions",
-            "--conformance-examples",
+            "--cumulonimbus-examples",
             "1",
             files=("test_schema.py",),
         )

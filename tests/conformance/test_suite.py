@@ -66,7 +66,7 @@ def test_a_known_deviation_is_an_expected_failure(mock_app: Any, tmp_path: Path)
             tmp_path,
             "-k",
             "paging.order-getUserSessions",
-            "--known-deviations",
+            "--cumulonimbus-known-deviations",
             str(deviations),
         )
     assert result.returncode == 0, str(result)
@@ -87,7 +87,7 @@ def test_a_known_deviation_that_no_longer_happens_is_reported(
             tmp_path,
             "-k",
             "paging.order-getUserSessions",
-            "--known-deviations",
+            "--cumulonimbus-known-deviations",
             str(deviations),
         )
     assert result.returncode == 0, str(result)
@@ -144,12 +144,12 @@ def test_paced_and_tidy_on_a_deployment(mock_app: Any, tmp_path: Path) -> None:
         result = run_suite(
             base_url,
             tmp_path,
-            "--no-control",
+            "--cumulonimbus-no-control",
             "--cumulonimbus-username",
             "alice",
             "--cumulonimbus-password",
             "password",
-            "--conformance-examples",
+            "--cumulonimbus-examples",
             "3",
             "-k",
             "(getHello or auth.required-getSelfSessions or paging.count-getSelfSessions)"
