@@ -326,3 +326,11 @@ def test_the_conformance_command_runs_our_suite_not_theirs(tmp_path: Path) -> No
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"test_schema\.py::test_generated\[", done.stdout)
     assert "test_theirs.py" not in done.stdout
+
+
+def test_the_readme_documents_every_create_app_key() -> None:
+    from mockserver.app import DEFAULTS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Use it from Python tests", 1)[1].split("\n## ", 1)[0]
+    assert [key for key in DEFAULTS if f"`{key}`" not in section] == []
