@@ -16,6 +16,7 @@ from conformance.registry import check, fail
 from conformance.response_checks import RATELIMIT_HEADERS
 from conformance.spec import BROWSER_SESSION_ONLY, Operation
 from conformance.target import totp
+from conformance.traffic import remaining_step
 
 INVALID_SESSION = "INVALID_SESSION_ERROR"
 INSUFFICIENT = "INSUFFICIENT_PERMISSIONS_ERROR"
@@ -632,16 +633,10 @@ def ratelimit_headers_values(ctx: Context, op: Operation, variant: Any) -> None:
             )
     if "true" in (first.headers.get("RateLimit-Skipped"), second.headers.get("RateLimit-Skipped")):
         return
-    r1, r2 = first.headers["RateLimit-Remaining"], second.headers["RateLimit-Remaining"]
-    if int(r2) != int(r1) - 1:
-        raise fail(
-            "ratelimit.headers",
-            op,
-            "RateLimit-Remaining goes down by one per counted request",
-            f"RateLimit-Remaining {r1} then {int(r1) - 1}",
-            second,
-            f"RateLimit-Remaining {r1} then {r2}",
-        )
+    # The same rule the proxy applies to real traffic (conformance/traffic.py).
+    failure = remaining_step(op, first, second)
+    if failure is not None:
+        raise failure
 
 
 # Tokens -----------------------------------------------------------------------------------

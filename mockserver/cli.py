@@ -2,6 +2,7 @@
 
 cumulonimbus-mock --host 127.0.0.1 --port 8000 [--seed users.yaml] [--strict]
 cumulonimbus-mock totp bob
+cumulonimbus-mock proxy --upstream https://staging.example/api [--port 8000] [--report FILE]
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["totp"]:
         return _totp(argv[1:])
+    if argv[:1] == ["proxy"]:
+        from .proxy import main as proxy_main
+
+        return proxy_main(argv[1:])
     return _serve(argv)
 
 
@@ -32,7 +37,10 @@ def _serve(argv: list[str]) -> int:
             "A stateful mock of the Cumulonimbus session API (under /api) "
             "with a control API (under /_mock)."
         ),
-        epilog="Also: 'cumulonimbus-mock totp USERNAME' prints a seed user's current TOTP code.",
+        epilog=(
+            "Also: 'cumulonimbus-mock totp USERNAME' prints a seed user's current TOTP code; "
+            "'cumulonimbus-mock proxy --upstream URL' checks a real server's traffic."
+        ),
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
