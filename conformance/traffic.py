@@ -147,10 +147,12 @@ class RemainingTracker:
     belongs to the token's user (none for an operation that forbids a session). Any other
     counted answer might have been counted in the route or the global bucket, for a user
     or for nobody, so it ends what is known of those buckets for that address instead of
-    being judged. Answers whose requests overlapped in time may have been counted in
-    either order: the lower Remaining is kept, unjudged. A step is judged only within a
-    window (before the previous answer's RateLimit-Reset has run out) and between answers
-    of the same RateLimit-Limit. Other clients behind the same address (a shared office
+    being judged (so does any answer of an operation that neither needs nor forbids a
+    session: whose bucket it counts in depends on whether the token was valid).
+    Answers whose requests overlapped in time may have been counted in either order: the
+    lower Remaining is kept, unjudged. A step is judged only within a window (before the
+    previous answer's RateLimit-Reset has run out) and between answers of the same
+    RateLimit-Limit. Other clients behind the same address (a shared office
     network in front of a staging server) count in the same buckets and would show as
     violations: the proxy's README says so.
     """
@@ -174,6 +176,8 @@ class RemainingTracker:
         started: float,
         finished: float,
     ) -> CheckFailure | None:
+        """Follow one exchange (`path` relative to the base URL, `started`/`finished` on one
+        monotonic clock); a failure if it breaks the step from the bucket's last answer."""
         values = _counted_values(exchange)
         if values is None:
             return None
@@ -181,7 +185,11 @@ class RemainingTracker:
         route = limiter.bucket(path) if limiter is not None else None
         glob = self.spec.global_rate_limit.route
         with self._lock:
-            if op is None or not 200 <= exchange.status < 300 or op.authentication == "optional":
+            if (
+                op is None
+                or not 200 <= exchange.status < 300
+                or op.authentication not in ("required", "forbidden")
+            ):
                 # Which bucket (and whose) counted it cannot be told from outside.
                 self._forget(client_ip, {glob, route} - {None})
                 return None

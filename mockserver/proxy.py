@@ -127,6 +127,8 @@ class Record:
     finished: float = 0.0
     error: str | None = None  # "unreachable" or "timeout": the upstream failed
     detail: str = ""
+    submitted: bool = False
+    abandoned: bool = False  # not all of it went by: counted, not judged
 
 
 class ConnectionPool:
@@ -212,9 +214,17 @@ class Checker:
         self._thread.start()
         return self
 
-    def submit(self, record: Record) -> None:
+    def begin(self) -> None:
+        """An exchange has started: `drain` waits for it too, so that whoever has had an
+        answer from the proxy can read its verdict at once."""
         with self._lock:
             self._submitted += 1
+
+    def submit(self, record: Record) -> None:
+        """Queue a begun exchange for judging (once; later calls do nothing)."""
+        if record.submitted:
+            return
+        record.submitted = True
         self._queue.put(record)
 
     def drain(self, timeout: float) -> bool:
@@ -263,7 +273,7 @@ class Checker:
         if record.error is not None:
             found.append(self._upstream_failure(record, op, exchange))
             judged.add((UPSTREAM, op.id if op else "-"))
-        elif op is not None and not record.truncated:
+        elif op is not None and not record.truncated and not record.abandoned:
             found += judge_exchange(self.spec, op, exchange)
             judged.update((check, op.id) for check in response_check_ids())
             token = exchange.request_headers.get("Authorization")
@@ -456,7 +466,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         upstream = proxy.upstream
         target = self.path[4:] or "/"
         headers = list(self.headers.items())
-        kept = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP]
+        # As the exchange is judged and reproduced: curl names the upstream's host itself.
+        kept = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP and n.lower() != "host"]
         forwarded = forwardable(headers)
         forwarded.append(("Host", upstream.host_header))
         if body or "content-length" in {n.lower() for n, _ in headers}:
@@ -470,6 +481,17 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             time.monotonic(),
             time.time(),
         )
+        proxy.checker.begin()
+        try:
+            self._exchange(proxy, record, forwarded)
+        finally:
+            if not record.finished:  # the client went away (or the proxy failed) half-way
+                record.finished = time.monotonic()
+                record.abandoned = True
+            proxy.checker.submit(record)
+
+    def _exchange(self, proxy: Proxy, record: Record, forwarded: list[tuple[str, str]]) -> None:
+        method, target, upstream = record.method, record.target, proxy.upstream
         conn = proxy.pool.take()
         try:
             conn.putrequest(
@@ -477,7 +499,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             )
             for name, value in forwarded:
                 conn.putheader(name, value)
-            conn.endheaders(body or None)
+            conn.endheaders(record.request_body or None)
             response = conn.getresponse()
         except TimeoutError:
             conn.close()
@@ -543,7 +565,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 else:
                     self.wfile.write(chunk)
         except OSError:
-            self.close_connection = True  # the client went away
+            self.close_connection = True  # the client went away: the body is not all here
+            record.abandoned = True
         finally:
             if not complete:
                 self.close_connection = True  # the client cannot tell where the body ended
