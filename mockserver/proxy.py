@@ -200,6 +200,7 @@ class Checker:
         with self._lock:
             self.violations: deque[dict[str, Any]] = deque(maxlen=MAX_VIOLATIONS)
             self.exchanges = 0
+            self.operations: dict[str, int] = {}
             self.failures_seen = 0
             self.next_id = 1
             # (check, operation id) pairs judged at least once, for the report's table.
@@ -248,6 +249,8 @@ class Checker:
                 "pending": self._submitted - self._processed,
                 "count": len(items),
                 "items": items,
+                # How many exchanges of each operation were judged (unknown paths: "-").
+                "operations": dict(sorted(self.operations.items())),
             }
 
     def _run(self) -> None:
@@ -291,6 +294,8 @@ class Checker:
                 found.append(step)
         with self._lock:
             self.exchanges += 1
+            name = op.id if op else "-"
+            self.operations[name] = self.operations.get(name, 0) + 1
             self.first = self.first or record.wall
             self.last = record.wall
             self.judged |= judged
