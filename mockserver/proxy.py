@@ -577,6 +577,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True  # the client cannot tell where the body ended
             record.finished = time.monotonic()
             if complete and not response.will_close:
+                # read1 leaves a fully read answer open; the connection takes no new
+                # request until it is closed (which keeps the socket).
+                response.close()
                 proxy.pool.give(conn)
             else:
                 conn.close()

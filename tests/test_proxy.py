@@ -5,6 +5,7 @@ or tiny stand-in) served on loopback; the proxy runs in this process."""
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import signal
 import socket
@@ -347,3 +348,35 @@ def test_bad_options_are_refused(
         main(["proxy", *argv])
     assert exit.value.code == 2
     assert message in capsys.readouterr().err
+
+
+class _KeepAlive(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: set[int] = set()
+
+    def do_GET(self) -> None:
+        _KeepAlive.connections.add(self.client_address[1])
+        body = b'{"hello": "world", "version": "5.3.0"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_upstream_connection_is_kept_alive_between_requests() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        upstream = f"http://127.0.0.1:{server.server_address[1]}/api"
+        with proxy_for(upstream) as running, requests.Session() as session:
+            statuses = [session.get(running.api + "/").status_code for _ in range(3)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses == [200, 200, 200]
+    assert len(_KeepAlive.connections) == 1
