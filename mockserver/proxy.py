@@ -318,7 +318,11 @@ class Checker:
         """The record in the suite's shape, with a redactor that knows this exchange's
         secrets (the token, passwords and codes it carried)."""
         redactor = Redactor()
-        headers = {name: value for name, value in record.request_headers}
+        headers = {
+            name: value
+            for name, value in record.request_headers
+            if not _browser_noise(name.lower())
+        }
         for name, value in headers.items():
             if name.lower() in ("authorization", "cookie", "x-mock-token"):
                 redactor.add_token(value)
@@ -354,6 +358,17 @@ class Checker:
             actual,
             exchange.curl(),
         )
+
+
+# What a browser adds to every fetch and the API never reads: left out of the curl line
+# (which reproduces the exchange), so that it stays readable.
+BROWSER_HEADERS = frozenset(
+    ("origin", "referer", "accept-language", "cache-control", "pragma", "priority", "dnt")
+)
+
+
+def _browser_noise(name: str) -> bool:
+    return name.startswith("sec-") or name in BROWSER_HEADERS
 
 
 def _learn_request_secrets(redactor: Redactor, body_text: str) -> None:

@@ -17,7 +17,7 @@ from mockserver.app import create_app
 from mockserver.proxy import Proxy, Upstream, make_proxy_server
 from tests.conformance.harness import Broken, Ledger, Seen, body_of, serve, set_body
 
-from .conftest import START, Mock, node_ready, require
+from .conftest import ARTIFACTS, START, Mock, node_ready, require
 from .test_js_client import ALICE, STAFF_LOGIN, UNKNOWN_SID, answer, call, login, ok, ref, run
 
 pytestmark = pytest.mark.usefixtures("node")
@@ -175,3 +175,43 @@ def test_the_mock_through_the_proxy_passes_all_twelve_operations() -> None:
         "deleteAllSelfSessions",
         "deleteAllUserSessions",
     }
+
+
+# A browser app through the proxy, and the dashboard's Contract panel ---------------------
+
+
+def two_breakages(seen: Seen, response: Response, ledger: Ledger) -> None:
+    exp_as_string(seen, response, ledger)
+    no_cache_control_on_lists(seen, response, ledger)
+
+
+def test_a_browser_app_through_the_proxy_and_the_contract_panel(
+    browser_app: str, page: Any
+) -> None:
+    """The example browser app, on its own origin, works through the proxy (CORS as the
+    mock's); the dashboard then lists what the broken upstream got wrong, without the
+    token."""
+    with proxied(Broken(create_app(), response=two_breakages)) as (mock, front):
+        page.goto(f"{browser_app}/?api={mock.api}")
+        page.click("#login-button")
+        page.locator("#sessions li").first.wait_for()
+        page.goto(front + "/_mock/")
+        rows = page.locator("#violations tbody tr[data-check]")
+        rows.nth(1).wait_for()
+        summaries = page.locator("#violations details summary")
+        for i in range(summaries.count()):
+            summaries.nth(i).click()  # the curl lines, shown
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "proxy-contract.png"), full_page=True)
+        checks = sorted(rows.nth(i).get_attribute("data-check") for i in range(rows.count()))
+        text = page.locator("body").inner_text()
+        data = violations(front)
+    assert checks == ["headers.cache-control", "schema.body"]
+    assert sorted((v["check"], v["operationId"]) for v in data["items"]) == [
+        ("headers.cache-control", "getSelfSessions"),
+        ("schema.body", "getSelfSession"),
+    ]
+    assert "2 violation(s)" in text
+    assert "$CUMULONIMBUS_TOKEN" in text
+    assert "curl -i -X GET" in text
+    assert "eyJ" not in text  # every token is a JWT, and none is shown
