@@ -57,6 +57,7 @@ from conformance.traffic import (
 )
 
 log = logging.getLogger("cumulonimbus-mock.proxy")
+access_log = logging.getLogger("cumulonimbus-mock.proxy.access")  # --quiet silences it
 
 CACHE_CONTROL = "no-cache, no-store, must-revalidate"
 # Per connection, not per message (RFC 9110 7.6.1): never passed on in either direction.
@@ -699,7 +700,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # The request line holds no secrets here (tokens travel in headers).
-        log.info('%s "%s" %s', self.client_address[0], self.requestline, code)
+        access_log.info('%s "%s" %s', self.client_address[0], self.requestline, code)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
@@ -918,7 +919,7 @@ def main(argv: list[str]) -> int:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.quiet:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        access_log.setLevel(logging.WARNING)
     proxy = Proxy(upstream, control_token=args.control_token)
     try:
         # Loopback only: the proxy carries its users' tokens.

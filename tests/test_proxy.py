@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,6 +27,7 @@ from mockserver.app import create_app
 from mockserver.proxy import Proxy, Upstream, make_proxy_server, write_report
 from tests.conformance.harness import Broken, serve
 
+ROOT = Path(__file__).resolve().parent.parent
 ALICE = {"username": "alice", "password": "password"}
 
 
@@ -306,30 +309,63 @@ def test_the_report_is_the_suites(tmp_path: Path, name: str) -> None:
         assert "| getHello | pass | FAIL 1 |" in text
 
 
-def test_the_command_writes_its_report_on_exit(tmp_path: Path) -> None:
+def readme_block() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Check a front end's traffic.*?```sh\n(.*?)```", text, re.S)
+    assert block, "the README has a sh block under its proxy mode section"
+    return [line for line in block.group(1).splitlines() if not line.startswith("#")]
+
+
+def test_the_readme_commands_work(tmp_path: Path) -> None:
+    """The README's proxy lines, run for real: the command (upstream and port replaced by
+    a served mock and a free port), its curl lines, then Ctrl-C and the report."""
     from tests.clients.conftest import free_port, wait_for
 
-    report = tmp_path / "traffic.md"
-    with serve(create_app()) as upstream:
-        port = free_port()
+    command, *curls = readme_block()
+    assert command.startswith("cumulonimbus-mock proxy --upstream https://staging.example/api")
+    assert all(line.startswith("curl ") for line in curls) and len(curls) == 2
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with serve(Broken(create_app(), response=_without_cache_control)) as upstream:
+        argv = shlex.split(command.replace("https://staging.example/api", upstream))
+        argv[0:1] = [sys.executable, "-m", "mockserver"]
         process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "mockserver", "proxy", "--upstream", upstream),
-                *("--port", str(port), "--report", str(report), "--quiet"),
-            ],
+            [*argv, "--port", str(port), "--quiet"],
+            cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         try:
-            wait_for(f"http://127.0.0.1:{port}/_mock/violations", process)
-            assert requests.get(f"http://127.0.0.1:{port}/api/", timeout=5).status_code == 200
+            wait_for(base + "/_mock/violations", process)
+            assert requests.get(base + "/api/", timeout=5).status_code == 200
+            outputs = [
+                subprocess.run(
+                    ["bash", "-c", line.split("  #")[0].replace("http://127.0.0.1:8000", base)],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=True,
+                ).stdout
+                for line in curls
+            ]
         finally:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGINT)  # Ctrl-C
             output, _ = process.communicate(timeout=20)
     assert process.returncode == 0, output
-    assert f"listening on http://127.0.0.1:{port} (bound to 127.0.0.1 only)" in output
-    assert "Check cases: 7 passed" in report.read_text()
+    assert f"listening on {base} (bound to 127.0.0.1 only)" in output
+    assert "[headers.cache-control] getHello (GET /)" in output  # logged as found
+    shown, cleared = (json.loads(o) for o in outputs)
+    assert [v["check"] for v in shown["items"]] == ["headers.cache-control"]
+    assert cleared["items"] == []
+    report = (tmp_path / "contract.md").read_text()
+    assert report.startswith("# Cumulonimbus session API conformance report")
+
+
+def test_the_readme_shows_the_contract_panel() -> None:
+    path = "docs/proxy-contract.png"
+    assert f"]({path})" in (ROOT / "README.md").read_text()
+    assert (ROOT / path).stat().st_size < 200_000
 
 
 @pytest.mark.parametrize(
