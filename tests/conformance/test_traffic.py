@@ -219,3 +219,20 @@ def test_reset_forgets_every_bucket() -> None:
     follow(tracker, (exchange(remaining=99), 0, 1))
     tracker.reset()
     assert follow(tracker, (exchange(remaining=99), 2, 3)) == [None]
+
+
+def test_the_traffic_rules_load_without_test_tools_or_the_mock() -> None:
+    """The proxy imports them in a server process: no pytest, Schemathesis, Hypothesis,
+    and (as for all of conformance/) never the mock."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, conformance.traffic\n"
+        "heavy = {'pytest', '_pytest', 'schemathesis', 'hypothesis', 'mockserver'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
