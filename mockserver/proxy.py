@@ -76,6 +76,8 @@ HOP_BY_HOP = frozenset(
 )
 MAX_KEPT = 1024 * 1024  # bytes of an answer kept for judging; a longer one is not judged
 MAX_VIOLATIONS = 500
+MAX_BODY = 8 * 1024 * 1024  # a request body the proxy takes (the API's own limit is 1 MB)
+TOO_LARGE_BODY = b'{"code": "BODY_TOO_LARGE_ERROR", "message": "Body Too Large"}'
 IDLE_CONNECTIONS = 16
 UPSTREAM = "proxy.upstream"  # failures of the upstream itself, beside the spec's checks
 
@@ -464,6 +466,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def do_any(self) -> None:
         proxy = self.server.proxy
         path = self.path.split("?", 1)[0]
+        declared = self.headers.get("Content-Length", "0").strip()
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            # Held in memory to be forwarded and judged: refused unread, as the mock does.
+            self.close_connection = True
+            headers = [("Content-Type", "application/json"), ("Cache-Control", CACHE_CONTROL)]
+            headers += [*proxy.cors, ("Connection", "close")]
+            self._answer(413, "Content Too Large", headers, TOO_LARGE_BODY)
+            return
         try:
             body = self._read_body()
         except ValueError:

@@ -41,6 +41,10 @@ class Running:
     def api(self) -> str:
         return self.base + "/api"
 
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
     def violations(self) -> dict[str, Any]:
         response = requests.get(self.base + "/_mock/violations", timeout=5)
         assert response.status_code == 200, response.text
@@ -416,3 +420,17 @@ def test_the_upstream_connection_is_kept_alive_between_requests() -> None:
         server.server_close()
     assert statuses == [200, 200, 200]
     assert len(_KeepAlive.connections) == 1
+
+
+def test_a_body_too_large_to_hold_is_refused_unread() -> None:
+    echo = Echo()
+    with proxied(echo) as running, socket.create_connection(("127.0.0.1", running.port)) as sock:
+        sock.sendall(
+            b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 99999999\r\n\r\n{"
+        )
+        answer = sock.makefile("rb").read()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(body) == {"code": "BODY_TOO_LARGE_ERROR", "message": "Body Too Large"}
+    assert echo.seen == []
