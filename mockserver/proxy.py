@@ -730,6 +730,8 @@ def _read_chunked(stream: Any) -> bytes:
                 pass  # trailers
             return bytes(body)
         body += stream.read(size)
+        if len(body) > MAX_BODY:
+            raise ValueError("chunked body too large")
         stream.readline(3)
 
 

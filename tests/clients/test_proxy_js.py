@@ -95,8 +95,10 @@ LIST = call("a", "getSelfSessions", {})
 CURRENT = call("a", "getSelfSession")
 
 
+# (Not named `breakage`: tests/conformance/test_breakages.py gathers every test
+# parametrised by that name in the session.)
 @pytest.mark.parametrize(
-    ("breakage", "steps", "expected"),
+    ("broken", "steps", "expected"),
     [
         pytest.param(
             no_cache_control_on_lists,
@@ -125,9 +127,9 @@ CURRENT = call("a", "getSelfSession")
     ],
 )
 def test_the_broken_rule_and_only_it_is_reported(
-    breakage: Any, steps: list[dict[str, Any]], expected: tuple[str, str]
+    broken: Any, steps: list[dict[str, Any]], expected: tuple[str, str]
 ) -> None:
-    with proxied(Broken(create_app(), response=breakage)) as (mock, front):
+    with proxied(Broken(create_app(), response=broken)) as (mock, front):
         outcomes = run(mock, steps)
         data = violations(front)
     assert len(outcomes) == len(steps)
