@@ -24,8 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["totp"]:
         return _totp(argv[1:])
     if argv[:1] == ["proxy"]:
-        from .proxy import main as proxy_main
-
+        try:
+            from .proxy import main as proxy_main
+        except ImportError as error:  # an install without the proxy extra
+            module = (error.name or "a module").split(".")[0]
+            print(
+                f"cumulonimbus-mock proxy: {module} is not installed; install the proxy "
+                "extra: pip install 'cumulonimbus-contract[proxy]'",
+                file=sys.stderr,
+            )
+            return 2
         return proxy_main(argv[1:])
     return _serve(argv)
 

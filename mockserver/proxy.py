@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import http.client
 import http.server
+import importlib.util
 import io
 import json
 import logging
@@ -79,6 +80,7 @@ MAX_VIOLATIONS = 500
 MAX_BODY = 8 * 1024 * 1024  # a request body the proxy takes (the API's own limit is 1 MB)
 TOO_LARGE_BODY = b'{"code": "BODY_TOO_LARGE_ERROR", "message": "Body Too Large"}'
 IDLE_CONNECTIONS = 16
+INSTALL_HINT = "install the proxy extra: pip install 'cumulonimbus-contract[proxy]'"
 UPSTREAM = "proxy.upstream"  # failures of the upstream itself, beside the spec's checks
 
 
@@ -923,6 +925,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
+    if args.report and importlib.util.find_spec("pytest") is None:
+        # The suite's report module needs it; better said now than after a day's traffic.
+        print(f"cumulonimbus-mock proxy: --report needs pytest; {INSTALL_HINT}", file=sys.stderr)
+        return 2
     if not 0 < args.timeout <= 3600:
         parser.error("--timeout must be more than 0 and at most 3600 seconds")
     try:

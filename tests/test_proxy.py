@@ -434,3 +434,18 @@ def test_a_body_too_large_to_hold_is_refused_unread() -> None:
     assert head.startswith(b"HTTP/1.1 413 ")
     assert json.loads(body) == {"code": "BODY_TOO_LARGE_ERROR", "message": "Body Too Large"}
     assert echo.seen == []
+
+
+def test_without_the_proxy_extra_the_command_says_what_to_install() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['requests'] = None  # as in an install of the [mock] extra alone\n"
+        "from mockserver.cli import main\n"
+        "sys.exit(main(['proxy', '--upstream', 'http://127.0.0.1:9/api']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "requests is not installed" in done.stderr
+    assert "pip install 'cumulonimbus-contract[proxy]'" in done.stderr
