@@ -144,6 +144,15 @@ def progress(message: str) -> None:
     PROGRESS_SINK[0](f"[conformance] {message}")
 
 
+@dataclass
+class BucketState:
+    """A route bucket as the server last described it (RateLimit-* of a counted answer)."""
+
+    limit: int
+    remaining: int
+    resets_at: float  # time.monotonic() when its window ends
+
+
 class Pacer:
     """Sliding windows of send times: waits until a new request fits every window."""
 
@@ -200,6 +209,7 @@ class Client:
         burst: tuple[int, float] = (3, 1.0),
         global_limit: tuple[int, float] = (100, 60.0),
         route_limits: dict[str, RateLimit] | None = None,
+        passes_route_limiter: Callable[[str, int, str | None], bool] | None = None,
         on_rate_limited: Callable[[float], None] | None = None,
         redactor: Redactor | None = None,
     ) -> None:
@@ -212,12 +222,20 @@ class Client:
         self.burst = (burst[0], burst[1] + 0.15)
         # Stay a little under the real limits: other clients may share them.
         self.global_limit = (max(1, global_limit[0] - 5), global_limit[1])
-        # "METHOD /route/template" -> (limit, window, second-factor answers skipped).
+        # "METHOD /route/template" -> the operation's limiter, whose `route` names the
+        # bucket it shares with the route's other methods.
         self.route_limits = route_limits or {}
+        # (route label, status, code) -> whether the answer counted in the route bucket
+        # rather than the global one; without it, the limit the answer shows decides.
+        self.passes_route_limiter = passes_route_limiter
         self.pacer = Pacer()
         self.exchanges: list[Exchange] = []
         self.good_tokens: set[str] = set()
-        self.blocked_until: dict[tuple, float] = {}
+        # ("route-limit", bucket route, identity) -> what the server last said of it.
+        self.buckets: dict[tuple, BucketState] = {}
+        # Seconds spent waiting for budgets and after 429s (the run's report says so).
+        self.waited = 0.0
+        self.rate_limited: list[Exchange] = []
         self._ips = _ips()
         self._ip_lock = threading.Lock()
         self.on_rate_limited = on_rate_limited or self._sleep_for
@@ -241,13 +259,26 @@ class Client:
             url += "?" + urlencode(query)
         return url
 
-    def _keys(
-        self, route: str, token: str | None, body: Any, path: str = ""
-    ) -> list[tuple[tuple, int, float]]:
+    def _identities(self, token: str | None) -> list[str]:
         # A token the server has not yet accepted may make the request anonymous (bad
         # signature, revoked): count it against both identities until it is known good.
         who = token_claims(token).get("sub") or "token" if token else "anonymous"
-        identities = [who] if token is None or token in self.good_tokens else [who, "anonymous"]
+        return [who] if token is None or token in self.good_tokens else [who, "anonymous"]
+
+    def bucket_key(self, route: str, token: str | None, path: str = "") -> tuple | None:
+        """The server's route bucket a request would count in: (route, identity), one per
+        route whatever the method (`/users/me/sessions/me` is its own); None without a
+        route limiter (then only the global bucket applies)."""
+        limiter = self.route_limits.get(route)
+        if limiter is None:
+            return None
+        bucket = limiter.bucket(path) if path else limiter.route
+        return ("route-limit", bucket, self._identities(token)[0])
+
+    def _keys(
+        self, route: str, token: str | None, body: Any, path: str = ""
+    ) -> list[tuple[tuple, int, float]]:
+        identities = self._identities(token)
         limiter = self.route_limits.get(route)
         # The server's bucket: one per route, shared by its methods (`me` is its own).
         bucket = limiter.bucket(path) if limiter is not None and path else route
@@ -259,9 +290,7 @@ class Client:
                 (("global", identity), self.global_limit[0], self.global_limit[1]),
             ]
         if limiter is not None:
-            # Small budgets are used in full; large ones keep a margin for others.
-            budget = limiter.limit if limiter.limit <= 10 else limiter.limit - 5
-            keys.append((("route-limit", bucket, identities[0]), budget, limiter.window))
+            keys.append((("route-limit", bucket, identities[0]), limiter.limit, limiter.window))
         return keys
 
     def pace(
@@ -274,35 +303,43 @@ class Client:
         input, a wrong password) do not count there."""
         keys = self._keys(route, token, body, path)
         counted = [k for k in keys if k[0][0] != "route-limit"]
-        budget = [k for k in keys if k[0][0] == "route-limit"]
         if wait:
-            self._wait_for_budget(budget, route)
+            key = self.bucket_key(route, token, path)
+            if key is not None:
+                self._wait_for_budget(key, route)
             self.pacer.acquire(counted, route)
         else:
             for key, _limit, _window in counted:
                 self.pacer.record(key)
 
-    def wait_for_full_budget(
-        self, route: str, token: str | None, body: Any, path: str = ""
-    ) -> None:
-        """Wait until nothing the suite sent counts against the route's budget any more."""
-        budget = [
-            (k, 1, w)
-            for k, _limit, w in self._keys(route, token, body, path)
-            if k[0] == "route-limit"
-        ]
-        self._wait_for_budget(budget, route)
+    def bucket_delay(self, key: tuple | None, *, whole: bool = False) -> float:
+        """Seconds until a request may count in the route bucket `key` (with `whole`: until
+        the bucket's window is over, so that the next request opens a new one).
 
-    def _wait_for_budget(self, budget: list[tuple[tuple, int, float]], route: str) -> None:
-        while True:
-            now = time.monotonic()
-            wait = self.pacer.delay(budget, now)
-            for key, _limit, _window in budget:
-                wait = max(wait, self.blocked_until.get(key, 0.0) - now)
-            if wait <= 0:
-                return
+        The server's own count (its last RateLimit-* headers for the bucket) decides: a
+        bucket shared by methods with different limits has the limit of whichever request
+        opened its window, which only the server knows. A bucket with no live window
+        costs nothing to enter: the request opens a new one."""
+        state = self.buckets.get(key) if key is not None else None
+        now = time.monotonic()
+        if state is None or now >= state.resets_at:
+            return 0.0
+        # Small budgets are used in full; large ones keep a margin for others.
+        margin = 0 if state.limit <= 10 else 5
+        if whole or state.remaining <= margin:
+            return state.resets_at - now
+        return 0.0
+
+    def wait_for_full_budget(self, route: str, token: str | None, body: Any, path: str = "") -> None:
+        """Wait until the route's bucket has no live window: the next request opens one."""
+        key = self.bucket_key(route, token, path)
+        self._wait_for_budget(key, route, whole=True)
+
+    def _wait_for_budget(self, key: tuple | None, route: str, *, whole: bool = False) -> None:
+        while (wait := self.bucket_delay(key, whole=whole)) > 0:
             if wait > 5:
                 progress(f"waiting {wait:.0f}s for the {route} budget")
+            self.waited += min(wait + 0.05, 10.0)
             self.pacer._sleep(min(wait + 0.05, 10.0))
 
     def _bucket_limits(self, bucket_route: str) -> set[str]:
@@ -325,28 +362,41 @@ class Client:
         body: Any = None,
         headers: Any = None,
         path: str = "",
+        code: str | None = None,
     ) -> None:
-        """What a response tells: the token works (or not), the route budget was used."""
+        """What a response tells: the token works (or not), and the route bucket's state
+        (limit, what is left, when its window ends) when the answer counted there."""
         if token is not None:
             if status == 401:
                 self.good_tokens.discard(token)
             elif status != 429:
                 self.good_tokens.add(token)
         limiter = self.route_limits.get(route or "")
-        if limiter is None or headers is None or headers.get("RateLimit-Skipped") == "true":
+        if limiter is None or headers is None:
+            return
+        limit, remaining = headers.get("RateLimit-Limit"), headers.get("RateLimit-Remaining")
+        reset = str(headers.get("RateLimit-Reset", ""))
+        if not (str(limit).isdigit() and str(remaining).isdigit() and reset.isdigit()):
+            return
+        skipped = headers.get("RateLimit-Skipped") == "true"
+        standard = status == 429 and headers.get("RateLimit-Reason") == "standard"
+        if skipped and not standard:
             return
         # Counted in the route's bucket, whichever of its methods opened the window (and
-        # so set the limit it shows).
-        if headers.get("RateLimit-Limit") not in self._bucket_limits(limiter.route):
+        # so set the limit it shows); a global-bucket answer shows the global limit.
+        if str(limit) not in self._bucket_limits(limiter.route):
             return
-        for key, _limit, _window in self._keys(route or "", token, body, path):
-            if key[0] != "route-limit":
-                continue
-            self.pacer.record(key)
-            reset = str(headers.get("RateLimit-Reset", ""))
-            if headers.get("RateLimit-Remaining") == "0" and reset.isdigit():
-                # The server's own count wins (other clients may share the budget).
-                self.blocked_until[key] = time.monotonic() + int(reset) + 0.5
+        if (
+            not standard
+            and self.passes_route_limiter is not None
+            and not self.passes_route_limiter(route or "", status, code)
+        ):
+            return
+        key = self.bucket_key(route or "", token, path)
+        assert key is not None
+        self.buckets[key] = BucketState(
+            int(limit), 0 if standard else int(remaining), time.monotonic() + int(reset) + 0.5
+        )
 
     def request(
         self,
@@ -409,9 +459,15 @@ class Client:
                 body=json_body,
                 headers=response.headers,
                 path=path,
+                code=exchange.code,
             )
             if response.status_code != 429 or not retry_rate_limited:
                 return exchange
+            # A 429 the client did not ask for: the plan was wrong (or others share the
+            # budget); the run's summary counts them.
+            self.rate_limited.append(exchange)
             reset = response.headers.get("RateLimit-Reset", "1")
-            self.on_rate_limited(float(reset) + 0.1 if reset.isdigit() else 1.0)
+            pause = float(reset) + 0.1 if reset.isdigit() else 1.0
+            self.waited += pause
+            self.on_rate_limited(pause)
         return exchange

@@ -509,6 +509,10 @@ def ratelimit_route_limit(ctx: Context, op: Operation, variant: Any) -> None:
     assert limiter is not None
     call = ctx.valid_call(op, placeholders=True)
     ip = _pinned(ctx)
+    if not ctx.target.is_mock:
+        # This operation must open the bucket itself: a window another method opened has
+        # that method's limit (contract section 5).
+        ctx.client.wait_for_full_budget(op.label, call.token, call.body, _path(call))
     with ctx.target.frozen_clock():
         sent = _send_paced(ctx, call, ip, limiter.limit + 1)
         ctx.after(call, sent[0])

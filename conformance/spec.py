@@ -158,6 +158,21 @@ class Operation:
         props = schema.get("properties", {})
         return "token" in props and "exp" in props
 
+    def passes_route_limiter(self, status: int, code: str | None) -> bool:
+        """Whether an answer of this operation came from a step after its route's limiter
+        (`x-policy-order`), and so counts in the route's bucket; answers from earlier
+        steps (authentication, kill switches, staff, scope, identity reverification,
+        validation) count in the global bucket instead."""
+        if self.rate_limit is None or status in (429, 503) or code == "INVALID_ENDPOINT_ERROR":
+            return False
+        if code in ("MISSING_FIELDS_ERROR", "BODY_TOO_LARGE_ERROR"):
+            return False  # validation, or reverification's missing password
+        if self.reverification == "credentials":
+            return True  # the credential check itself comes after the limiter
+        if status in (401, 403):
+            return False  # authentication, staff, scope, reverification
+        return not (status == 400 and self.reverification == "password")
+
     @property
     def deletes_sessions(self) -> bool:
         return self.method == "DELETE" and "/sessions" in self.path

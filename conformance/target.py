@@ -174,6 +174,7 @@ class Target:
         if settings.use_control:
             control = Control.probe(control_root(base), settings.control_token)
         global_limit = spec.global_rate_limit
+        labels = {op.label: op for op in spec.operations}
         client = Client(
             base,
             rotate_ips=control is not None,
@@ -182,6 +183,9 @@ class Target:
             route_limits={
                 op.label: op.rate_limit for op in spec.operations if op.rate_limit is not None
             },
+            passes_route_limiter=lambda label, status, code: (
+                label in labels and labels[label].passes_route_limiter(status, code)
+            ),
             redactor=redactor or Redactor(enabled=not settings.show_secrets),
         )
         client.redactor.add_token(settings.control_token, redact.MOCK_TOKEN)

@@ -36,7 +36,9 @@ CACHE_CONTROL = "no-cache, no-store, must-revalidate"
 # What the service exposes to scripts on other origins (observed rows 5-7): not Reason
 # nor Skipped, so a front end cannot rely on those in a browser.
 EXPOSED_RATELIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
-API_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"))
+# TRACE too: a method a path lacks is an unknown endpoint counted in the global bucket,
+# whichever method it is (contract section 7).
+API_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"))
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": (
@@ -132,7 +134,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # The service's router does not merge slashes, so `/api//users/...` is an unknown
     # path (a JSON 404), not a redirect with an HTML body.
     app.url_map.merge_slashes = False
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+    methods = sorted(API_METHODS)
     app.add_url_rule("/api", "api", _dispatch, methods=methods, strict_slashes=False)
     app.add_url_rule("/api/<path:rest>", "api", _dispatch, methods=methods)
 

@@ -15,12 +15,6 @@ import pytest
 from tests.conformance.harness import REPO, Broken, body_of, run_suite, serve, set_body
 from tests.conformance.test_breakages import oldest_first
 
-PER_METHOD = (
-    "issue 13: route budgets and deployment pacing must be replanned for buckets shared"
-    " across methods (a list after scoped creations waits a real 5-minute window)"
-)
-
-
 def test_passes_against_the_mock(mock_app: Any, tmp_path: Path) -> None:
     started = time.monotonic()
     with serve(mock_app) as base_url:
@@ -135,7 +129,6 @@ def test_without_base_url_says_how_to_give_one(tmp_path: Path) -> None:
     assert "--base-url" in done.stdout + done.stderr
 
 
-@pytest.mark.skip(reason="issue 13: route budgets assumed per-method buckets")
 def test_paced_and_tidy_on_a_deployment(mock_app: Any, tmp_path: Path) -> None:
     """Judged without its control API, the mock is a deployment with real rate limits:
     the suite must stay under them and delete the sessions it created."""

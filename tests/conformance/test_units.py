@@ -8,17 +8,11 @@ import subprocess
 import pytest
 
 from conformance.cases import cases
-from conformance.client import Exchange, Pacer, token_claims
+from conformance.client import Client, Exchange, Pacer, token_claims
 from conformance.redact import Redactor
 from conformance.registry import CheckFailure
-from conformance.spec import load_spec
+from conformance.spec import RateLimit, load_spec
 from conformance.target import control_root, totp
-
-PER_METHOD = (
-    "issue 13: route budgets and deployment pacing must be replanned for buckets shared"
-    " across methods (a list after scoped creations waits a real 5-minute window)"
-)
-
 
 def test_totp_matches_rfc_6238() -> None:
     # RFC 6238 appendix B, SHA-1, T = 59 s: 94287082 (8 digits).
@@ -85,30 +79,83 @@ def test_checks_follow_the_spec_policies() -> None:
     assert not any(check == "scope.denied" and op == "login" for check, op in found)
 
 
-@pytest.mark.skip(reason="issue 13: route budgets assumed per-method buckets")
+LOGIN = RateLimit(
+    4, 300.0, (404,), ("SECOND_FACTOR_CHALLENGE_REQUIRED_ERROR",), route="/login"
+)
+SCOPED = RateLimit(4, 300.0, (500, 501, 503), route="/users/me/sessions")
+LIST = RateLimit(100, 60.0, (500, 501, 503), route="/users/me/sessions")
+
+
+def _client() -> Client:
+    return Client(
+        "http://h/api",
+        route_limits={
+            "POST /login": LOGIN,
+            "POST /users/me/sessions": SCOPED,
+            "GET /users/me/sessions": LIST,
+        },
+    )
+
+
+def _headers(limit: int, remaining: int, reset: int, **extra: str) -> dict[str, str]:
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(reset),
+        **extra,
+    }
+
+
 def test_client_keeps_to_the_route_budgets_of_the_spec() -> None:
-    from conformance.client import Client
-
-    client = Client("http://h/api", route_limits={"POST /login": (4, 300.0, True)})
-    keys = client._keys("POST /login", None, {"username": "u"})
-    login = [k for k in keys if k[0][0] == "route-limit"]
-    assert login == [(("route-limit", "POST /login", "anonymous"), 4, 300.0)]
-    answer = client._keys("POST /login", None, {"2fa": {"token": "t"}})
-    assert not [k for k in answer if k[0][0] == "route-limit"]
+    """A second-factor answer counts in the login bucket like any login."""
+    client = _client()
+    for body in ({"username": "u"}, {"2fa": {"token": "t"}}):
+        keys = client._keys("POST /login", None, body, "/login")
+        login = [k for k in keys if k[0][0] == "route-limit"]
+        assert login == [(("route-limit", "/login", "anonymous"), 4, 300.0)]
 
 
-@pytest.mark.skip(reason="issue 13: route budgets assumed per-method buckets")
+def test_methods_on_one_route_share_one_bucket() -> None:
+    client = _client()
+    assert client.bucket_key("POST /users/me/sessions", None, "/users/me/sessions") == (
+        client.bucket_key("GET /users/me/sessions", None, "/users/me/sessions")
+    )
+
+
 def test_client_counts_a_route_budget_only_when_the_route_counted() -> None:
-    from conformance.client import Client
+    client = _client()
+    key = ("route-limit", "/login", "anonymous")
+    client.learn(None, 400, route="POST /login", body={}, headers=_headers(100, 99, 60))
+    assert key not in client.buckets
+    client.learn(None, 201, route="POST /login", body={}, headers=_headers(4, 0, 120))
+    assert client.buckets[key].remaining == 0
+    assert 119 < client.bucket_delay(key) <= 121
 
-    client = Client("http://h/api", route_limits={"POST /login": (4, 300.0, True)})
-    key = ("route-limit", "POST /login", "anonymous")
-    client.learn(None, 400, route="POST /login", body={}, headers={"RateLimit-Limit": "100"})
-    assert len(client.pacer._sent[key]) == 0
-    counted = {"RateLimit-Limit": "4", "RateLimit-Remaining": "0", "RateLimit-Reset": "120"}
-    client.learn(None, 201, route="POST /login", body={}, headers=counted)
-    assert len(client.pacer._sent[key]) == 1
-    assert key in client.blocked_until
+
+def test_a_bucket_opened_by_a_read_has_the_read_budget_for_every_method() -> None:
+    """Opened by a GET (100 per minute), scoped-session creations are not held to 4."""
+    client = _client()
+    key = client.bucket_key("POST /users/me/sessions", None, "/users/me/sessions")
+    client.learn(None, 200, route="GET /users/me/sessions", headers=_headers(100, 99, 60))
+    for remaining in (98, 97, 96, 95):
+        client.learn(
+            None, 201, route="POST /users/me/sessions", headers=_headers(100, remaining, 59)
+        )
+    assert client.bucket_delay(key) == 0
+
+
+def test_a_bucket_opened_by_a_small_budget_holds_its_reads_back() -> None:
+    client = _client()
+    key = client.bucket_key("GET /users/me/sessions", None, "/users/me/sessions")
+    client.learn(None, 201, route="POST /users/me/sessions", headers=_headers(4, 0, 290))
+    assert client.bucket_delay(key) > 280
+
+
+def test_an_uncounted_answer_leaves_the_bucket_alone() -> None:
+    client = _client()
+    skipped = {"RateLimit-Skipped": "true"}
+    client.learn(None, 404, route="POST /login", headers=skipped)
+    assert client.buckets == {}
 
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxNjQ3MDE1MDI4NjI2IiwiaWF0IjoxfQ.c2lnbmF0dXJl"
