@@ -59,6 +59,24 @@ OPTIONS = [
         "CUMULONIMBUS_STAFF_TOTP_SECRET",
         "the staff user's TOTP secret (base32)",
     ),
+    Option(
+        "staff-plain-username",
+        "text",
+        "CUMULONIMBUS_STAFF_PLAIN_USERNAME",
+        "a staff user with no second factor enrolled (optional)",
+    ),
+    Option(
+        "staff-plain-password",
+        "text",
+        "CUMULONIMBUS_STAFF_PLAIN_PASSWORD",
+        "that staff user's password",
+    ),
+    Option(
+        "banned-token",
+        "text",
+        "CUMULONIMBUS_BANNED_TOKEN",
+        "a session token of a banned account (optional)",
+    ),
     Option("mock-token", "text", "CUMULONIMBUS_MOCK_TOKEN", "the mock's --control-token"),
     Option(
         "no-control",

@@ -330,7 +330,9 @@ class Client:
             return state.resets_at - now
         return 0.0
 
-    def wait_for_full_budget(self, route: str, token: str | None, body: Any, path: str = "") -> None:
+    def wait_for_full_budget(
+        self, route: str, token: str | None, body: Any, path: str = ""
+    ) -> None:
         """Wait until the route's bucket has no live window: the next request opens one."""
         key = self.bucket_key(route, token, path)
         self._wait_for_budget(key, route, whole=True)

@@ -80,6 +80,7 @@ class Context:
         self._scoped: dict[tuple[str, int, bool], Token] = {}
         self.created: list[Token] = []
         self._switch_driver: str | None = None
+        self._banned_token: str | None = None
 
     # Accounts ---------------------------------------------------------------------------
     def account(self, role: str, why: str = "") -> Account:
@@ -100,6 +101,28 @@ class Context:
 
     def now(self) -> float:
         return self.target.now()
+
+    def banned_session(self) -> str:
+        """A session token of a user banned after logging in: on the mock, an account
+        banned through the control API; on a deployment, CUMULONIMBUS_BANNED_TOKEN."""
+        if self._banned_token is not None:
+            return self._banned_token
+        control = self.target.control
+        if control is not None:
+            account = self.account("banned-later")
+            token = self.browser(account).value
+            control.ban(account)
+            self._browser.pop(account.username, None)
+            self._banned_token = token
+            return token
+        token = self.target.settings.banned_token
+        if not token:
+            pytest.skip(
+                "needs a session of a banned account: set CUMULONIMBUS_BANNED_TOKEN "
+                "(or --cumulonimbus-banned-token)"
+            )
+        self._banned_token = token
+        return token
 
     # Sending ----------------------------------------------------------------------------
     def send(

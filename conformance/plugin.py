@@ -45,6 +45,9 @@ def settings_of(config: pytest.Config) -> Settings:
         staff_username=setting(config, "staff-username"),
         staff_password=setting(config, "staff-password"),
         staff_totp_secret=setting(config, "staff-totp-secret"),
+        staff_plain_username=setting(config, "staff-plain-username"),
+        staff_plain_password=setting(config, "staff-plain-password"),
+        banned_token=setting(config, "banned-token"),
         control_token=setting(config, "mock-token"),
         allow_kill_switches=setting(config, "allow-kill-switches"),
         run_slow=setting(config, "run-slow"),
@@ -109,6 +112,8 @@ class ConformanceRun:
         redactor.add_password(s.password, redact.PASSWORD)
         redactor.add_password(s.staff_password, redact.STAFF_PASSWORD)
         redactor.add_token(s.staff_totp_secret, redact.STAFF_TOTP_SECRET)
+        redactor.add_password(s.staff_plain_password, redact.STAFF_PLAIN_PASSWORD)
+        redactor.add_token(s.banned_token, redact.TOKEN)
         redactor.add_token(s.control_token, redact.MOCK_TOKEN)
         return redactor
 

@@ -7,7 +7,9 @@ request is otherwise valid, so only the rule under test can explain the answer.
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from conformance.client import NO_BODY, Exchange, token_claims, token_header
@@ -1141,3 +1143,463 @@ def ratelimit_literal_route(ctx: Context, op: Operation, variant: Any) -> None:
             second,
             f"RateLimit-Remaining: {remaining} (counted with {limiter.route})",
         )
+
+
+# Exact rate-limit accounting ----------------------------------------------------------------
+
+
+def _accounting_call(ctx: Context, op: Operation) -> Any:
+    """A request of `op` that reaches its route's limiter and, where it can, creates
+    nothing: at login, a caller who is already logged in (counted, observed rows 40-45)."""
+    if op.authentication == "forbidden":
+        return ctx.valid_call(op).replace(token=ctx.browser(ctx.account("user")).value)
+    return _off_literal_routes(ctx.valid_call(op, placeholders=True))
+
+
+def _early_refusal(ctx: Context, op: Operation, call: Any) -> Any:
+    """The same caller's request refused before the route's limiter (bad input)."""
+    ints = [p for p in op.params_in("query") if p.schema.get("type") == "integer"]
+    if ints:
+        return call.replace(query={**call.query, ints[0].name: "not-a-number"})
+    if op.body_schema is not None:
+        return call.replace(body={})
+    return None
+
+
+def _accounting_partner(ctx: Context, op: Operation) -> Operation | None:
+    """Another method on the same route; one that creates nothing comes first."""
+    limiter = op.rate_limit
+    if limiter is None:
+        return None
+    others = [
+        other
+        for other in ctx.spec.operations
+        if other.rate_limit is not None
+        and other.rate_limit.route == limiter.route
+        and other.method != op.method
+    ]
+    others.sort(key=lambda other: (other.issues_tokens, other.method != "GET"))
+    return others[0] if others else None
+
+
+@dataclass
+class _Bucket:
+    limit: int
+    remaining: int
+    reset: int
+
+
+class _Ledger:
+    """What one check saw of its buckets, judged answer by answer."""
+
+    def __init__(self, ctx: Context, op: Operation) -> None:
+        self.ctx = ctx
+        self.op = op
+        self.buckets: dict[str, _Bucket] = {}
+
+    def judge(self, sender: Operation, exchange: Exchange, what: str) -> None:
+        ctx, op = self.ctx, self.op
+        spec = ctx.spec
+        headers = exchange.headers
+        skipped = headers.get("RateLimit-Skipped")
+        values = {name: headers.get(name) for name in RATELIMIT_HEADERS}
+        shown = ", ".join(
+            f"{k}: {v}" for k, v in {**values, "RateLimit-Skipped": skipped}.items() if v
+        )
+
+        def broken(rule: str, expected: str) -> None:
+            raise fail(
+                "ratelimit.accounting",
+                op,
+                f"{what}: {rule}",
+                expected,
+                exchange,
+                f"{exchange.status} {exchange.code or ''} with {shown or 'no RateLimit-* headers'}",
+            )
+
+        if exchange.status == 429:
+            broken("a request the budget allows is not refused", "not 429")
+        in_route = sender.passes_route_limiter(exchange.status, exchange.code)
+        limiter = (sender.rate_limit if in_route else None) or spec.global_rate_limit
+        bucket_name = limiter.bucket(_path_of(exchange, ctx)) if in_route else "global"
+        counted = limiter.counts(exchange.status, exchange.code)
+        if exchange.status == 503 and 503 in spec.global_rate_limit.ignore_statuses:
+            counted = False
+        if not counted:
+            if skipped != "true" or values["RateLimit-Limit"] or values["RateLimit-Remaining"]:
+                broken(
+                    "an answer that is not counted says so, and shows no budget",
+                    "RateLimit-Skipped: true, no RateLimit-Limit or -Remaining",
+                )
+            return
+        if skipped is not None:
+            broken("a counted answer does not also say it was skipped", "no RateLimit-Skipped")
+        if not all(v is not None and v.isdigit() for v in values.values()):
+            broken("a counted answer shows its budget", "RateLimit-Limit, -Remaining, -Reset")
+        limit = int(values["RateLimit-Limit"] or 0)
+        remaining = int(values["RateLimit-Remaining"] or 0)
+        reset = int(values["RateLimit-Reset"] or 0)
+        before = self.buckets.get(bucket_name)
+        if before is not None and not ctx.target.is_mock and reset > before.reset:
+            # A deployment's window may end between two requests: a new one starts.
+            before = None
+        if before is None:
+            if ctx.target.is_mock or bucket_name == "global":
+                # This check opened the bucket (a fresh address on the mock): its limit.
+                if ctx.target.is_mock and limit != limiter.limit:
+                    broken(
+                        f"RateLimit-Limit is the spec's limit of the {bucket_name} bucket",
+                        f"RateLimit-Limit: {limiter.limit}",
+                    )
+                if ctx.target.is_mock and remaining != limit - 1:
+                    broken(
+                        "the first counted answer of a window leaves limit - 1",
+                        f"RateLimit-Remaining: {limit - 1}",
+                    )
+            allowed = {
+                other.rate_limit.limit
+                for other in spec.operations
+                if other.rate_limit is not None and other.rate_limit.route == limiter.route
+            } | {limiter.limit}
+            if limit not in allowed:
+                broken(
+                    f"RateLimit-Limit is a limit the spec gives the {bucket_name} bucket",
+                    f"RateLimit-Limit one of {sorted(allowed)}",
+                )
+        else:
+            if limit != before.limit:
+                broken(
+                    "RateLimit-Limit stays what opened the window",
+                    f"RateLimit-Limit: {before.limit}",
+                )
+            if remaining != before.remaining - 1:
+                broken(
+                    f"each counted answer lowers RateLimit-Remaining of the {bucket_name}"
+                    " bucket by exactly one",
+                    f"RateLimit-Remaining: {before.remaining - 1}",
+                )
+            if reset > before.reset:
+                broken(
+                    "RateLimit-Reset never grows within a window",
+                    f"RateLimit-Reset <= {before.reset}",
+                )
+        self.buckets[bucket_name] = _Bucket(limit, remaining, reset)
+
+
+def _path_of(exchange: Exchange, ctx: Context) -> str:
+    from urllib.parse import urlsplit
+
+    base = urlsplit(ctx.client.base_url).path
+    return urlsplit(exchange.url).path[len(base) :] or "/"
+
+
+@check("ratelimit.accounting")
+def ratelimit_accounting(ctx: Context, op: Operation, variant: Any) -> None:
+    """Within a window each counted answer lowers RateLimit-Remaining by exactly one, in
+    the one bucket the spec names (the route's, shared by its methods, or the global one
+    for answers refused before the route's limiter); Limit is the spec's, Reset never
+    grows; uncounted answers say RateLimit-Skipped and show no budget."""
+    ip = _pinned(ctx)
+    call = _accounting_call(ctx, op)
+    if not ctx.target.is_mock and op.rate_limit is not None and op.rate_limit.limit <= 10:
+        # A small budget: let this check open the bucket rather than meet a spent one.
+        ctx.client.wait_for_full_budget(op.label, call.token, call.body, _path(call))
+    ledger = _Ledger(ctx, op)
+    # At most four answers counted in the route's bucket: within a budget of 4.
+    steps: list[tuple[Operation, Any, str]] = [(op, call, "a first request")]
+    early = _early_refusal(ctx, op, call) if op.rate_limit is not None else None
+    if early is not None:
+        steps += [(op, early, "bad input"), (op, call, "a request after bad input")]
+    else:
+        steps += [(op, call, "a second request")]
+    partner = _accounting_partner(ctx, op)
+    if partner is not None:
+        other = _off_literal_routes(ctx.valid_call(partner, placeholders=True))
+        other = other.replace(token=call.token) if other.actor == call.actor else other
+        steps += [
+            (partner, other, f"{partner.method} on the same route"),
+            (op, call, f"a request after {partner.method}"),
+        ]
+    limiter = op.rate_limit
+    if limiter is not None and op.reverification == "credentials":
+        anonymous = ctx.valid_call(op)
+        if 404 in limiter.ignore_statuses:
+            steps.append((op, anonymous.with_body(password="wrong-" + "z" * 8), "a wrong password"))
+        totp_user = ctx.target.account("user-totp")
+        if CHALLENGE in limiter.ignore_codes and totp_user is not None:
+            steps.append((op, ctx.valid_call(op, subject=totp_user), "a challenge"))
+    with ctx.target.frozen_clock():
+        for sender, step, what in steps:
+            (exchange,) = _send_paced(ctx, step, ip, 1)
+            if exchange.status == 201 and sender.issues_tokens and step.subject is not None:
+                ctx._token_from(exchange, step.subject, None)
+            ctx.after(step, exchange)
+            ledger.judge(sender, exchange, what)
+
+
+# Bodies a client can get wrong --------------------------------------------------------------
+
+BODY_VARIANTS = ["no-body", "text-plain", "malformed-json", "array", "empty-object", "wrong-types"]
+
+
+def _wrong_typed(value: Any) -> Any:
+    if isinstance(value, str):
+        return 12345
+    if isinstance(value, bool | int):
+        return "not-a-" + type(value).__name__
+    if isinstance(value, list):
+        return "not-a-list"
+    return ["not", "an", "object"]
+
+
+def _body_variants(op: Operation) -> list[str]:
+    # Fields of the wrong type need a field besides the reverification's own.
+    fields = set(op.body_properties()) - {"password", "2fa"}
+    return BODY_VARIANTS if fields else BODY_VARIANTS[:-1]
+
+
+@check("body.malformed", applies=lambda op: op.body_schema is not None, variants=_body_variants)
+def body_malformed(ctx: Context, op: Operation, variant: str) -> None:
+    """A body a client can get wrong (none, not JSON, not an object, empty, wrong types)
+    is 400 MISSING_FIELDS_ERROR in the API's format, never a 500 (decision 5), counted
+    in the global bucket like any request refused before the route's limiter."""
+    call = ctx.valid_call(op, placeholders=True)
+    keep = {"password"} if op.reverification == "password" else set()
+    if variant == "wrong-types":
+        body = dict(call.body)
+        wrong = [name for name in body if name not in keep]
+        for name in wrong:
+            body[name] = _wrong_typed(body[name])
+        required = set((op.body_schema or {}).get("required", []))
+        if op.reverification == "credentials":
+            required |= {"username", "password"}
+        expected_fields = sorted(required & set(wrong))
+        # Past identity reverification (a second factor, when enrolled) to reach validation.
+        exchange = ctx.perform(call.replace(body=body))
+    else:
+        raw = {
+            "no-body": None,
+            "text-plain": json.dumps(call.body),
+            "malformed-json": '{"ids": [',
+            "array": "[]",
+            "empty-object": "{}",
+        }[variant]
+        headers = dict(call.headers)
+        if variant == "text-plain":
+            headers["Content-Type"] = "text/plain"
+        exchange = ctx.client.request(
+            op.method,
+            _path(call),
+            token=call.token,
+            query=call.query or None,
+            data=raw,
+            headers=headers or None,
+            route=op.path,
+        )
+        expected_fields = []
+    ctx.after(call, exchange)
+    body = exchange.json if isinstance(exchange.json, dict) else {}
+    known = set(op.body_properties()) | {"password", "username", "2fa", "code"}
+    expect_error(
+        "body.malformed",
+        op,
+        f"a request with {variant.replace('-', ' ')} is a bad request",
+        exchange,
+        400,
+        "MISSING_FIELDS_ERROR",
+        fields=lambda f: (
+            isinstance(f, list) and bool(f) and set(f) <= known and set(expected_fields) <= set(f)
+        ),
+    )
+    if exchange.headers.get("RateLimit-Skipped") is not None or exchange.headers.get(
+        "RateLimit-Limit"
+    ) != str(ctx.spec.global_rate_limit.limit):
+        raise fail(
+            "body.malformed",
+            op,
+            "a refused body is counted in the global bucket",
+            f"RateLimit-Limit: {ctx.spec.global_rate_limit.limit}, no RateLimit-Skipped",
+            exchange,
+            f"RateLimit-Limit: {exchange.headers.get('RateLimit-Limit')!r}, "
+            f"RateLimit-Skipped: {exchange.headers.get('RateLimit-Skipped')!r}",
+        )
+
+
+# Methods a path does not have ---------------------------------------------------------------
+
+PROBED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "TRACE")
+
+
+def _concrete(path: str) -> str:
+    values = {"uid": UNKNOWN_UID, "sid": UNKNOWN_SID, "id": "8"}
+    for name, value in values.items():
+        path = path.replace("{" + name + "}", value)
+    return path
+
+
+def _matches(template: str, path: str) -> bool:
+    a, b = template.strip("/").split("/"), path.strip("/").split("/")
+    return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))
+
+
+def _absent_methods(op: Operation) -> list[str]:
+    from conformance.spec import load_spec
+
+    spec = load_spec()
+    path = _concrete(op.path)
+    present = {o.method for o in spec.operations if _matches(o.path, path)}
+    return [m for m in PROBED_METHODS if m not in present]
+
+
+def _first_on_path(op: Operation) -> bool:
+    from conformance.spec import load_spec
+
+    # The API root answers every method (contract section 1); every other path is judged
+    # once, on the first operation the spec lists for it.
+    if op.path == "/":
+        return False
+    first = next(o for o in load_spec().operations if o.path == op.path)
+    return first.id == op.id and bool(_absent_methods(op))
+
+
+@check("routing.unknown-method", applies=_first_on_path, variants=_absent_methods)
+def routing_unknown_method(ctx: Context, op: Operation, variant: str) -> None:
+    """A method the path does not have (TRACE and PATCH included) is a JSON 404
+    INVALID_ENDPOINT_ERROR, counted in the global bucket."""
+    exchange = ctx.client.request(variant, _concrete(op.path), route=f"{variant} {op.path}")
+    expect_error(
+        "routing.unknown-method",
+        op,
+        f"{variant} is not a method of {op.path}",
+        exchange,
+        404,
+        "INVALID_ENDPOINT_ERROR",
+        message="Invalid Endpoint",
+    )
+    media = exchange.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    limit = exchange.headers.get("RateLimit-Limit")
+    if (
+        media != "application/json"
+        or exchange.headers.get("RateLimit-Skipped") is not None
+        or (limit != str(ctx.spec.global_rate_limit.limit))
+    ):
+        raise fail(
+            "routing.unknown-method",
+            op,
+            f"{variant} on {op.path} is JSON and counted in the global bucket",
+            f"application/json, RateLimit-Limit: {ctx.spec.global_rate_limit.limit}",
+            exchange,
+            f"Content-Type {media!r}, RateLimit-Limit {limit!r}, "
+            f"RateLimit-Skipped {exchange.headers.get('RateLimit-Skipped')!r}",
+        )
+
+
+# Banned users' existing sessions -------------------------------------------------------------
+
+
+@check("auth.banned-session", applies=lambda op: op.authentication == "required")
+def auth_banned_session(ctx: Context, op: Operation, variant: Any) -> None:
+    """A session of a user who was banned after logging in gets 403 BANNED_ERROR."""
+    token = ctx.banned_session()
+    call = ctx.valid_call(op, placeholders=True).replace(token=token)
+    exchange = ctx.send(call)
+    expect_error(
+        "auth.banned-session",
+        op,
+        "a banned user's existing session is refused",
+        exchange,
+        403,
+        "BANNED_ERROR",
+        message="Banned",
+    )
+
+
+# Second-factor answers of every malformed shape ---------------------------------------------
+
+
+@check(
+    "reverify.second-factor-answer",
+    applies=lambda op: op.reverification in ("password", "credentials"),
+    variants=lambda op: ["not-a-jwt", "other-user", "expired-challenge", "missing-code"],
+)
+def reverify_second_factor_answer(ctx: Context, op: Operation, variant: str) -> None:
+    """A malformed second-factor answer is a 4xx in the API's format, never a 500: a token
+    that is not a JWT 400, another user's or an expired challenge 401, no code 400."""
+    account = _reverify_actor(ctx, op, True)
+    if not account.totp_secret:
+        ctx.staff_with_factor()
+    other = None
+    if variant == "other-user":
+        other = next(
+            (
+                a
+                for role in ("staff", "user-totp")
+                if (a := ctx.target.account(role)) is not None
+                and a.totp_secret
+                and a.username != account.username
+            ),
+            None,
+        )
+        if other is None:
+            import pytest
+
+            pytest.skip("needs two accounts with a second factor (only the mock has them)")
+    if (
+        variant == "expired-challenge"
+        and not ctx.target.is_mock
+        and not ctx.target.settings.run_slow
+    ):
+        import pytest
+
+        pytest.skip(
+            "waits 5 minutes for a challenge to expire on a real deployment: pass --run-slow"
+        )
+    call = _reverify_call(ctx, op, account)
+    first = ctx.send(call)
+    expect_error(
+        "reverify.second-factor-answer",
+        op,
+        "a correct password with a second factor enrolled gets a challenge",
+        first,
+        401,
+        CHALLENGE,
+    )
+    answer = ctx.answer_challenge(call, first)
+    factor = answer.body["2fa"]
+    if variant == "not-a-jwt":
+        factor["token"] = "not-a-jwt"
+        status, code = 400, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
+    elif variant == "other-user":
+        assert other is not None
+        login = ctx.spec.operation("login")
+        theirs = ctx.send(ctx.valid_call(login, subject=other))
+        factor["token"] = (
+            (theirs.json or {}).get("token") if isinstance(theirs.json, dict) else None
+        )
+        status, code = 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
+    elif variant == "expired-challenge":
+        lifetime = ctx.spec.token_lifetimes.get("secondFactorChallenge", 300)
+        ctx.target.wait(lifetime + 2, f"{op.id}: waiting for the challenge to expire")
+        factor["code"] = totp(account.totp_secret or "", ctx.now())
+        status, code = 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
+    else:
+        factor.pop("code", None)
+        status, code = 400, "MISSING_FIELDS_ERROR"
+    exchange = ctx.send(answer)
+    ctx.after(answer, exchange)
+    if exchange.status == 201 and op.issues_tokens:
+        ctx._token_from(exchange, account, None)
+    fields = (
+        {"fields": lambda f: isinstance(f, list) and "code" in f}
+        if code == "MISSING_FIELDS_ERROR"
+        else {}
+    )
+    expect_error(
+        "reverify.second-factor-answer",
+        op,
+        f"a second-factor answer with {variant.replace('-', ' ')} is refused",
+        exchange,
+        status,
+        code,
+        **fields,
+    )

@@ -155,6 +155,43 @@ def ratelimit_headers(ctx: Any, op: Operation, exchange: Exchange) -> None:
         )
 
 
+def _windows(ctx: Any, op: Operation) -> dict[int, float]:
+    """Limit -> window of every limiter an answer of `op` may show: its own, those of the
+    other methods on its route (one may have opened the bucket), and the global one."""
+    spec = ctx.spec
+    limiters = [spec.global_rate_limit]
+    if op.rate_limit is not None:
+        limiters += [
+            other.rate_limit
+            for other in spec.operations
+            if other.rate_limit is not None and other.rate_limit.route == op.rate_limit.route
+        ]
+    return {limiter.limit: limiter.window for limiter in limiters}
+
+
+@check("headers.ratelimit-reset", kind="response")
+def ratelimit_reset(ctx: Any, op: Operation, exchange: Exchange) -> None:
+    """RateLimit-Reset is whole seconds, never negative and never beyond the window of the
+    limit shown (a 2-second-old login window answered `-2` on 5.3.0)."""
+    reset = exchange.headers.get("RateLimit-Reset")
+    if reset is None:
+        return  # whether it must be there is headers.ratelimit's business
+    windows = _windows(ctx, op)
+    limit = exchange.headers.get("RateLimit-Limit", "")
+    window = windows.get(int(limit)) if limit.isdigit() else None
+    if window is None:
+        window = max(windows.values())
+    if not reset.strip().isdigit() or int(reset) > window:
+        raise fail(
+            "headers.ratelimit-reset",
+            op,
+            "RateLimit-Reset counts the whole seconds left in the window",
+            f"0 <= RateLimit-Reset <= {window:g}",
+            exchange,
+            f"{exchange.status} with RateLimit-Limit: {limit!r}, RateLimit-Reset: {reset!r}",
+        )
+
+
 @check("errors.code-matches-status", kind="response")
 def code_matches_status(ctx: Any, op: Operation, exchange: Exchange) -> None:
     """An error body's `code` and `message` are ones the spec pairs with that status."""

@@ -70,6 +70,11 @@ class Settings:
     staff_username: str | None = None
     staff_password: str | None = None
     staff_totp_secret: str | None = None
+    # A staff account with no second factor enrolled (staff.no-second-factor checks).
+    staff_plain_username: str | None = None
+    staff_plain_password: str | None = None
+    # A session token of a banned account (auth.banned-session checks).
+    banned_token: str | None = None
     control_token: str | None = None
     allow_kill_switches: bool = False
     run_slow: bool = False
@@ -149,6 +154,10 @@ class Control:
     def set_kill_switch(self, switch: int, state: bool) -> None:
         self.call("PUT", f"/killswitches/{switch}", {"state": state})
 
+    def ban(self, account: Account) -> None:
+        self.call("PATCH", f"/users/{account.username}", {"banned": True})
+        account.banned = True
+
     def clear_rate_limits(self) -> None:
         self.call("DELETE", "/ratelimits")
 
@@ -204,7 +213,10 @@ class Target:
         """Evidence names an account's secrets by the variables a deployment run sets."""
         redactor = self.client.redactor
         staff = account.staff
-        redactor.add_password(account.password, redact.STAFF_PASSWORD if staff else redact.PASSWORD)
+        variable = redact.STAFF_PASSWORD if staff else redact.PASSWORD
+        if account.role == "staff-plain":
+            variable = redact.STAFF_PLAIN_PASSWORD
+        redactor.add_password(account.password, variable)
         redactor.add_token(
             account.totp_secret, redact.STAFF_TOTP_SECRET if staff else redact.TOTP_SECRET
         )
@@ -249,6 +261,9 @@ class Target:
         make("staff-plain", staff=True)
         make("user-totp", totp=True)
         make("banned", banned=True)
+        # Banned after logging in: the account whose existing session auth.banned-session
+        # uses (contract section 2).
+        make("banned-later")
 
     def _accounts_from_settings(self) -> None:
         s = self.settings
@@ -263,6 +278,11 @@ class Target:
                 s.staff_password,
                 staff=True,
                 totp_secret=s.staff_totp_secret,
+            )
+
+        if s.staff_plain_username and s.staff_plain_password:
+            self.accounts["staff-plain"] = Account(
+                "staff-plain", s.staff_plain_username, s.staff_plain_password, staff=True
             )
 
     def account(self, role: str) -> Account | None:

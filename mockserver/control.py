@@ -144,6 +144,17 @@ def create_user() -> Response:
     return _json(201, body)
 
 
+@blueprint.route("/users/<username>", methods=["PATCH"])
+def change_user(username: str) -> Response:
+    """Ban or unban a user who may already hold sessions (a banned account cannot log in)."""
+    backend = _state().backend
+    banned = _body().get("banned")
+    if not isinstance(banned, bool):
+        raise err.ControlBadRequest("banned must be true or false")
+    user = backend.set_banned(username, banned)
+    return _json(200, user.to_control(backend.clock.now()))
+
+
 @blueprint.route("/users/<username>", methods=["DELETE"])
 def delete_user(username: str) -> Response:
     _state().backend.delete_user(username)

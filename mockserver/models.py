@@ -252,6 +252,16 @@ class Backend:
         wanted = username.strip().casefold()
         return next((u for u in self.users.values() if u.username.casefold() == wanted), None)
 
+    def set_banned(self, username: str, banned: bool) -> User:
+        """Ban (or unban) a user; their existing sessions then get 403 BANNED_ERROR."""
+        with self.lock:
+            user = self.find_user(username)
+            if user is None:
+                raise err.UserNotFound()
+            user.banned = banned
+            self.revision += 1
+            return user
+
     def delete_user(self, username: str) -> None:
         with self.lock:
             user = self.find_user(username)

@@ -176,6 +176,7 @@ def test_control_answers_match_control_yaml(app: Flask, api: Api) -> None:
         ("GET", "/_mock/clock", None), ("POST", "/_mock/clock", {"advance": 1}),
         ("GET", "/_mock/ratelimits", None), ("GET", "/_mock/requests", None),
         ("DELETE", "/_mock/requests", None), ("DELETE", "/_mock/ratelimits", None),
+        ("PATCH", "/_mock/users/hal", {"banned": True}),
         ("POST", "/_mock/users", HAL), ("POST", "/_mock/reset", None),
     ]  # fmt: skip
     client = app.test_client()
@@ -220,3 +221,13 @@ def test_every_stateful_control_endpoint_refuses_without_the_token(
         "dave",
         "mallory",
     ]
+
+
+def test_a_user_banned_through_the_control_api_loses_their_sessions(app: Flask, api: Api) -> None:
+    token = api.login()
+    client = app.test_client()
+    response = client.patch("/_mock/users/alice", json={"banned": True})
+    assert response.status_code == 200 and response.json["banned"] is True
+    refused = client.get("/api/users/me/sessions", headers={"Authorization": token})
+    assert refused.status_code == 403
+    assert refused.json == {"code": "BANNED_ERROR", "message": "Banned"}
