@@ -360,6 +360,55 @@ def accept_bad_paging(seen: Seen, response: Response, ledger: Ledger) -> Respons
     return None
 
 
+def reset_grows(seen: Seen, response: Response, ledger: Ledger) -> None:
+    headers = response.headers
+    if (
+        seen.method == "GET"
+        and seen.path == "/api/users/me/sessions"
+        and response.status_code != 429
+        and "RateLimit-Limit" in headers
+    ):
+        used = int(headers["RateLimit-Limit"]) - int(headers["RateLimit-Remaining"])
+        headers["RateLimit-Reset"] = str(int(headers["RateLimit-Reset"]) - 30 + used)
+
+
+def login_reset_negative(seen: Seen, response: Response, ledger: Ledger) -> None:
+    if seen.path == "/api/login" and response.status_code == 201:
+        response.headers["RateLimit-Reset"] = "-2"
+
+
+def _html(status: int) -> Response:
+    return Response(f"<html><body>{status}</body></html>", status=status, mimetype="text/html")
+
+
+def staff_bulk_delete_without_body_crashes(seen: Seen, ledger: Ledger) -> Response | None:
+    if (
+        seen.method == "DELETE"
+        and re.match(r"^/api/users/\d{13}/sessions$", seen.path)
+        and seen.body is None
+    ):
+        return _html(500)
+    return None
+
+
+def patch_is_405_html(seen: Seen, ledger: Ledger) -> Response | None:
+    return _html(405) if seen.method == "PATCH" else None
+
+
+def banned_session_as_anonymous(seen: Seen, response: Response, ledger: Ledger) -> Response | None:
+    if seen.path != "/api/login" and _code(response) == "BANNED_ERROR":
+        return _error(401, "INVALID_SESSION_ERROR", "Invalid Session")
+    return None
+
+
+def non_jwt_answer_crashes(seen: Seen, ledger: Ledger) -> Response | None:
+    answer = seen.body.get("2fa") if isinstance(seen.body, dict) else None
+    token = answer.get("token") if isinstance(answer, dict) else None
+    if isinstance(token, str) and token.count(".") != 2:
+        return _error(500, "INTERNAL_SERVER_ERROR", "Internal Server Error")
+    return None
+
+
 R = "test_responses.py"
 S = "test_schema.py"
 BREAKAGES = [
@@ -630,6 +679,53 @@ BREAKAGES = [
         "fuzz.negative-getSelfSessions",
         response=accept_bad_paging,
         files=(S,),
+    ),
+]
+
+
+BREAKAGES += [
+    Breakage(
+        "ratelimit.accounting",
+        "getSelfSessions",
+        "lets RateLimit-Reset grow within a window",
+        "ratelimit.accounting-getSelfSessions",
+        response=reset_grows,
+    ),
+    Breakage(
+        "headers.ratelimit-reset",
+        "login",
+        "answers a login with RateLimit-Reset: -2 (as 5.3.0 once did)",
+        "headers.ratelimit-reset-login",
+        response=login_reset_negative,
+        files=(R,),
+    ),
+    Breakage(
+        "body.malformed",
+        "deleteUserSessions",
+        "crashes (500 HTML) on a staff bulk delete with no body",
+        "body.malformed-deleteUserSessions-no-body",
+        request=staff_bulk_delete_without_body_crashes,
+    ),
+    Breakage(
+        "routing.unknown-method",
+        "getSelfSessions",
+        "answers PATCH with an HTML 405",
+        "routing.unknown-method-getSelfSessions-PATCH",
+        request=patch_is_405_html,
+    ),
+    Breakage(
+        "auth.banned-session",
+        "getSelfSessions",
+        "treats a banned user's session as no session",
+        "auth.banned-session-getSelfSessions",
+        response=banned_session_as_anonymous,
+    ),
+    Breakage(
+        "reverify.second-factor-answer",
+        "login",
+        "crashes on a second-factor token that is not a JWT",
+        "reverify.second-factor-answer-login-not-a-jwt",
+        request=non_jwt_answer_crashes,
     ),
 ]
 

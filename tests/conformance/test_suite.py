@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conformance.harness import REPO, Broken, body_of, run_suite, serve, set_body
 from tests.conformance.test_breakages import oldest_first
+
 
 def test_passes_against_the_mock(mock_app: Any, tmp_path: Path) -> None:
     started = time.monotonic()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import collections
 import subprocess
 
-import pytest
-
 from conformance.cases import cases
 from conformance.client import Client, Exchange, Pacer, token_claims
 from conformance.redact import Redactor
 from conformance.registry import CheckFailure
 from conformance.spec import RateLimit, load_spec
 from conformance.target import control_root, totp
+
 
 def test_totp_matches_rfc_6238() -> None:
     # RFC 6238 appendix B, SHA-1, T = 59 s: 94287082 (8 digits).
@@ -79,9 +78,7 @@ def test_checks_follow_the_spec_policies() -> None:
     assert not any(check == "scope.denied" and op == "login" for check, op in found)
 
 
-LOGIN = RateLimit(
-    4, 300.0, (404,), ("SECOND_FACTOR_CHALLENGE_REQUIRED_ERROR",), route="/login"
-)
+LOGIN = RateLimit(4, 300.0, (404,), ("SECOND_FACTOR_CHALLENGE_REQUIRED_ERROR",), route="/login")
 SCOPED = RateLimit(4, 300.0, (500, 501, 503), route="/users/me/sessions")
 LIST = RateLimit(100, 60.0, (500, 501, 503), route="/users/me/sessions")
 
