@@ -115,14 +115,14 @@ class Context:
             self._browser.pop(account.username, None)
             self._banned_token = token
             return token
-        token = self.target.settings.banned_token
-        if not token:
+        given = self.target.settings.banned_token
+        if not given:
             pytest.skip(
                 "needs a session of a banned account: set CUMULONIMBUS_BANNED_TOKEN "
                 "(or --cumulonimbus-banned-token)"
             )
-        self._banned_token = token
-        return token
+        self._banned_token = given
+        return given
 
     # Sending ----------------------------------------------------------------------------
     def send(

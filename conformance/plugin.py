@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,7 @@ class ConformanceRun:
         path = setting(config, "known-deviations")
         self.deviations = KnownDeviations(known.load(path) if path else [])
         self.redactor = self._redactor()
+        self.started: float | None = None
 
     @property
     def settings(self) -> Settings:
@@ -149,6 +151,24 @@ class ConformanceRun:
             self.target.settings_examples = examples
         except TargetError as exc:
             pytest.exit(f"conformance: cannot judge {config.option.base_url}: {exc}", returncode=3)
+        self.started = time.monotonic()
+        if not self.target.is_mock:
+            self._announce_plan(session)
+
+    def _announce_plan(self, session: pytest.Session) -> None:
+        """Say up front what the run will spend, so a long run is expected, not a hang."""
+        from conformance.cases import Case
+        from conformance.client import progress
+        from conformance.plan import Plan
+
+        assert self.target is not None
+        selected = []
+        for item in session.items:
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            selected += [v for v in params.values() if isinstance(v, Case)]
+        accounts = len({r for r in ("user", "staff", "staff-plain") if self.target.account(r)})
+        plan = Plan.of(selected, self.target.spec, accounts=accounts)
+        progress(f"plan: {plan.line()}")
 
     def target_or_skip(self) -> Target:
         if self.target is None:
@@ -239,6 +259,14 @@ class ConformanceRun:
             return
         tr = terminalreporter
         tr.write_sep("=", "conformance summary")
+        target = self.target
+        if target is not None and self.started is not None and not target.is_mock:
+            client = target.client
+            tr.write_line(
+                f"took {(time.monotonic() - self.started) / 60:.1f} minutes, "
+                f"{client.waited:.0f}s of them waiting for budgets; "
+                f"{len(client.rate_limited)} 429 answer(s) the plan did not foresee"
+            )
         for line in terminal_lines(self.results, self.deviations, self.target):
             tr.write_line(line)
         gone = self.deviations.no_longer_happening()

@@ -149,6 +149,9 @@ def test_paced_and_tidy_on_a_deployment(mock_app: Any, tmp_path: Path) -> None:
         )
     assert result.returncode == 0, str(result)
     assert "deployment" in result.output
+    # The budget is announced up front and the run met no 429 it had not planned for.
+    assert "plan: needs 1 logins and 3 scoped sessions" in result.output
+    assert "0 429 answer(s) the plan did not foresee" in result.output
     journal = control.get("/_mock/requests?limit=1000").get_json()["items"]
     assert [e for e in journal if e["status"] == 429] == []
     assert any(e["path"].endswith("/login") and e["status"] == 201 for e in journal)

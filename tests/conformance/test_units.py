@@ -229,3 +229,18 @@ def test_a_token_of_any_shape_that_a_response_handed_out_is_redacted() -> None:
     assert redactor.text("Authorization: opaque-token-0123456789") == (
         "Authorization: $CUMULONIMBUS_TOKEN"
     )
+
+
+def test_the_readme_lists_every_check_against_a_contract_rule() -> None:
+    import re
+    from pathlib import Path
+
+    from conformance.registry import all_checks
+
+    readme = (Path(__file__).resolve().parents[2] / "conformance" / "README.md").read_text()
+    table = readme.split("### The contract's rules and the checks that cover them", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "`" in line]
+    listed = {i for row in rows for i in re.findall(r"`([a-z0-9-]+\.[a-z0-9-]+)`", row)}
+    registered = {c.id for c in all_checks()} | {"fuzz.positive", "fuzz.negative"}
+    assert registered - listed == set(), "checks the README's table does not list"
+    assert listed - registered == set(), "ids in the README's table that are no check"

@@ -1,0 +1,95 @@
+"""The budget a deployment run needs, planned before it starts: how many logins and
+scoped sessions the selected check cases spend, and the least time the service's limits
+allow for them (4 logins per 5 minutes per address; the `/users/me/sessions` bucket,
+opened by a read, lets scoped sessions come at the read's 100 per minute)::
+
+    plan = Plan.of(selected_cases, spec)
+    print(plan.line())   # needs 9 logins and 31 scoped sessions: at least 10 minutes
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from conformance.cases import Case
+from conformance.spec import Spec
+
+# (logins, scoped sessions) a case spends beyond the cached browser sessions, by check id
+# and, where it matters, by the kind of operation. Estimates: the run says what it used.
+_SESSIONS = {
+    "scope.allowed": (0, 1),
+    "scope.browser-only": (0, 1),
+    "token.revocation": (0, 1),
+    "delete-all.include-self": (0, 2),
+    "bulk.count": (0, 2),
+}
+# Checks that must use up a route's budget and wait for its window to end.
+_WINDOWS = {"ratelimit.route-limit"}
+
+
+@dataclass
+class Plan:
+    logins: int = 0
+    scoped: int = 0
+    windows: float = 0.0  # seconds of windows that some check must wait out in full
+    login_limit: int = 4
+    login_window: float = 300.0
+
+    @classmethod
+    def of(cls, cases: Iterable[Case], spec: Spec, accounts: int = 1) -> Plan:
+        login = spec.operation("login").rate_limit
+        plan = cls(logins=accounts)
+        if login is not None:
+            plan.login_limit, plan.login_window = login.limit, login.window
+        masks: set[str] = set()
+        paging: set[str] = set()
+        for case in cases:
+            check, op = case.check.id, case.op
+            if check == "scope.denied":
+                masks.add("denied")
+            elif check.startswith("paging."):
+                paging.add("staff" if op.staff_only else "user")
+            elif check in ("token.lifetime", "ids.distinct") and op.issues_tokens:
+                count = 2 if check == "ids.distinct" else 1
+                if op.reverification == "credentials":
+                    plan.logins += count
+                else:
+                    plan.scoped += count
+            elif check == "reverify.challenge" and op.issues_tokens:
+                if op.reverification == "credentials":
+                    plan.logins += 1
+                else:
+                    plan.scoped += 1
+            elif check == "ratelimit.login-404-not-counted":
+                plan.logins += 1
+            elif check in _WINDOWS and op.rate_limit is not None:
+                if op.issues_tokens and op.reverification == "credentials":
+                    plan.logins += op.rate_limit.limit
+                elif op.issues_tokens:
+                    plan.scoped += op.rate_limit.limit
+                plan.windows += op.rate_limit.window
+            elif check == "ratelimit.accounting" and op.issues_tokens:
+                if op.reverification != "credentials":
+                    plan.scoped += 3
+            elif op.deletes_sessions and check in ("schema.status", "killswitch.staff-bypass"):
+                plan.scoped += 1  # a session for the valid request to delete
+            else:
+                logins, scoped = _SESSIONS.get(check, (0, 0))
+                plan.logins += logins
+                plan.scoped += scoped
+        plan.scoped += len(masks) + 3 * len(paging)
+        return plan
+
+    @property
+    def seconds(self) -> float:
+        """The least wall time the login budget and the full windows allow."""
+        login_windows = max(0, math.ceil(self.logins / self.login_limit) - 1)
+        return login_windows * self.login_window + self.windows
+
+    def line(self) -> str:
+        return (
+            f"needs {self.logins} logins and {self.scoped} scoped sessions: "
+            f"at least {math.ceil(self.seconds / 60)} minutes"
+        )
