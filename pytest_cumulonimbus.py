@@ -51,6 +51,13 @@ class Option:
 OPTIONS = [
     Option("username", "text", "CUMULONIMBUS_USERNAME", "an ordinary user's name"),
     Option("password", "text", "CUMULONIMBUS_PASSWORD", "the ordinary user's password"),
+    Option(
+        "username-2",
+        "text",
+        "CUMULONIMBUS_USERNAME_2",
+        "a second ordinary user, whom staff operations act upon (optional)",
+    ),
+    Option("password-2", "text", "CUMULONIMBUS_PASSWORD_2", "the second user's password"),
     Option("staff-username", "text", "CUMULONIMBUS_STAFF_USERNAME", "a staff user's name"),
     Option("staff-password", "text", "CUMULONIMBUS_STAFF_PASSWORD", "the staff password"),
     Option(

@@ -43,6 +43,8 @@ def settings_of(config: pytest.Config) -> Settings:
         base_url=config.option.base_url or "",
         username=setting(config, "username"),
         password=setting(config, "password"),
+        username_2=setting(config, "username-2"),
+        password_2=setting(config, "password-2"),
         staff_username=setting(config, "staff-username"),
         staff_password=setting(config, "staff-password"),
         staff_totp_secret=setting(config, "staff-totp-secret"),
@@ -112,6 +114,7 @@ class ConformanceRun:
         s = self.settings
         redactor = Redactor(enabled=not s.show_secrets)
         redactor.add_password(s.password, redact.PASSWORD)
+        redactor.add_password(s.password_2, redact.PASSWORD_2)
         redactor.add_password(s.staff_password, redact.STAFF_PASSWORD)
         redactor.add_token(s.staff_totp_secret, redact.STAFF_TOTP_SECRET)
         redactor.add_password(s.staff_plain_password, redact.STAFF_PLAIN_PASSWORD)
@@ -166,7 +169,8 @@ class ConformanceRun:
         for item in session.items:
             params = getattr(getattr(item, "callspec", None), "params", {})
             selected += [v for v in params.values() if isinstance(v, Case)]
-        accounts = len({r for r in ("user", "staff", "staff-plain") if self.target.account(r)})
+        roles = ("user", "target", "staff", "staff-plain")
+        accounts = len({a.username for r in roles if (a := self.target.account(r)) is not None})
         plan = Plan.of(selected, self.target.spec, accounts=accounts)
         progress(f"plan: {plan.line()}")
 

@@ -67,6 +67,9 @@ class Settings:
     base_url: str
     username: str | None = None
     password: str | None = None
+    # A second ordinary user (CUMULONIMBUS_USERNAME_2): the subject of staff operations.
+    username_2: str | None = None
+    password_2: str | None = None
     staff_username: str | None = None
     staff_password: str | None = None
     staff_totp_secret: str | None = None
@@ -216,6 +219,12 @@ class Target:
         variable = redact.STAFF_PASSWORD if staff else redact.PASSWORD
         if account.role == "staff-plain":
             variable = redact.STAFF_PLAIN_PASSWORD
+        elif (
+            account.role == "target"
+            and self.control is None
+            and account.username != (self.settings.username)
+        ):
+            variable = redact.PASSWORD_2
         redactor.add_password(account.password, variable)
         redactor.add_token(
             account.totp_secret, redact.STAFF_TOTP_SECRET if staff else redact.TOTP_SECRET
@@ -269,8 +278,13 @@ class Target:
         s = self.settings
         if s.username and s.password:
             self.accounts["user"] = Account("user", s.username, s.password)
-            # Without a control API there is no second ordinary user to act upon.
-            self.accounts["target"] = self.accounts["user"]
+            # The user staff operations act upon: a second account when one is given, so
+            # that a staff delete-all does not revoke the first user's session (and cost
+            # a login); else the first user.
+            if s.username_2 and s.password_2:
+                self.accounts["target"] = Account("target", s.username_2, s.password_2)
+            else:
+                self.accounts["target"] = self.accounts["user"]
         if s.staff_username and s.staff_password:
             self.accounts["staff"] = Account(
                 "staff",
