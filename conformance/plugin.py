@@ -90,6 +90,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(name, found, ids=[c.id for c in found])
 
 
+def _deletes_everything(item: pytest.Item) -> bool:
+    from conformance.cases import Case
+
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(
+        isinstance(case, Case) and case.op.deletes_sessions and case.op.path.endswith("/all")
+        for case in params.values()
+    )
+
+
 class ConformanceRun:
     """One run of the suite: its target, its results and known deviations, and the hooks
     that fill and report them. Registered as a plugin of its own by `pytest_configure`."""
@@ -126,7 +136,12 @@ class ConformanceRun:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Before `-k` deselects: what the run could judge, and what deviations cover."""
+        """Before `-k` deselects: what the run could judge, and what deviations cover.
+
+        Cases that delete every session of a user run last: each one revokes the
+        sessions the other checks reuse, and on a deployment every session revived
+        costs a login (4 per 5 minutes)."""
+        items.sort(key=_deletes_everything)
         for item in items:
             identity = item_identity(item)
             if identity is not None:
