@@ -90,22 +90,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     clock = app.config["CLOCK"] or Clock()
     seed = app.config["SEED_USERS"]
     journal_size = int(app.config["JOURNAL_SIZE"])
-    redis_client, buckets, journal = None, None, Journal(journal_size)
+    redis_client, limiter, journal = None, None, Journal(journal_size)
     if app.config["REDIS_URL"]:
         if app.config["STATE_FILE"]:
             raise ValueError("use either a state file or Redis, not both")
-        from .redisstore import RedisBuckets, RedisJournal, connect
+        from .redisstore import RedisJournal, RedisRateLimiter, connect
 
         prefix = app.config["REDIS_PREFIX"]
         redis_client = connect(app.config["REDIS_URL"])
-        buckets = RedisBuckets(redis_client, f"{prefix}:buckets")
+        limiter = RedisRateLimiter(redis_client, prefix, clock, spec.burst_limit, spec.burst_window)
         journal = RedisJournal(redis_client, f"{prefix}:journal", journal_size)
     backend = Backend(
         spec,
         clock,
         demo_users() if seed is None else seed,
         issuer=app.config["ISSUER"],
-        buckets=buckets,
+        limiter=limiter,
     )
     validator = SpecValidator(spec.document)
     state = MockState(
@@ -118,10 +118,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         context=Context(backend, validator, VIEWS),
     )
     if redis_client is not None:
-        from .redisstore import RedisSync
+        from .redisstore import RedisJournal, RedisState
 
-        sync = RedisSync(redis_client, backend, app.config["REDIS_PREFIX"])
-        app.wsgi_app = sync.middleware(app.wsgi_app)  # type: ignore[method-assign]
+        assert isinstance(journal, RedisJournal)
+        shared = RedisState(redis_client, backend, app.config["REDIS_PREFIX"], journal)
+        shared.start()
+        app.wsgi_app = shared.middleware(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["cumulonimbus"] = state
     if app.config["STATE_FILE"]:
         from .persistence import StateFile, StateWriter, restore
@@ -345,7 +347,7 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
     """One request under ``/api/``: the pipeline (routing included), rate-limit headers,
     strict check and journal. Needs no Flask request context."""
     started = time.perf_counter()
-    state.backend.maybe_prune()
+    state.backend.prune_a_little()
     if request.method == "OPTIONS":
         # CORS preflight: no body, not counted; CORS headers come from common_headers.
         preflight = Response(status=204)

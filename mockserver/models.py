@@ -13,24 +13,27 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import secrets
 import threading
-from collections.abc import Callable, MutableMapping
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from . import exceptions as err
 from .clock import MAX_EPOCH, Clock
-from .ratelimit import Bucket, BucketKey, RateLimiter
+from .ratelimit import Limiter, RateLimiter
 from .secondfactor import decode_secret, hash_backup_code, new_backup_codes, verify_totp
 from .spec import Spec
 from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
 
 # Demo users get fixed ids so that the README and scripts can name them.
 SEED_ID_BASE = 1647015028626
-# Seconds of the mock's clock between two prunes of expired sessions and buckets.
-PRUNE_INTERVAL = 10.0
+# Users whose expired sessions each API request drops (see Backend.prune_a_little).
+USERS_SWEPT_PER_REQUEST = 1
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,11 @@ class User:
     banned: bool
     totp_secret: str | None
     backup_codes: set[str]  # SHA-512 hex digests
+    # Oldest first: ids only grow (see create_session), so newest-first is this reversed.
     sessions: dict[str, Session] = field(default_factory=dict)
+    # The earliest exp among the sessions (inf with none): expired sessions are looked
+    # for only once one can be, so a user with 5,000 sessions costs nothing per request.
+    next_expiry: float = math.inf
     # The newest session id ever issued: ids are never reused, or a new session could
     # bring a revoked token (same sub, iat and exp) back to life.
     last_session_id: int = 0
@@ -110,6 +117,13 @@ class User:
     @property
     def second_factor_types(self) -> list[str]:
         return ["totp", "backup"] if self.has_second_factor else []
+
+    def add_session(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.next_expiry = min(self.next_expiry, session.exp)
+
+    def newest_first(self) -> list[Session]:
+        return list(reversed(self.sessions.values()))
 
     def check_password(self, password: str) -> bool:
         return hmac.compare_digest(self.password_hash, _hash_password(password, self.salt))
@@ -123,7 +137,7 @@ class User:
             "secondFactors": self.second_factor_types,
             "sessions": [
                 {"id": s.id, "name": s.name, "exp": s.exp, "permissionFlags": s.permission_flags}
-                for s in sorted(self.sessions.values(), key=lambda s: -int(s.id))
+                for s in self.newest_first()
                 if s.exp > now
             ],
         }
@@ -175,6 +189,43 @@ def _hash_password(password: str, salt: str) -> str:
     return hashlib.sha256((salt + password).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class SharedState:
+    """Where the rules meet state that other processes share; in one process, nowhere.
+
+    :class:`mockserver.redisstore.RedisState` fills these in: ``fresh`` reloads a user
+    another worker changed, ``changing_user``/``changing_global`` make one change atomic
+    on its own Redis keys, ``touched`` queues a session's new usedAt. The rules below
+    call them at the points where state is read or changed, and stay unaware of Redis.
+    """
+
+    def fresh(self, user: User) -> None:
+        """Before reading ``user``'s sessions or codes."""
+
+    def fresh_used(self, user: User, session: Session) -> None:
+        """Before showing ``session``'s usedAt."""
+
+    def touched(self, user: User, session: Session) -> None:
+        """``session`` was just used."""
+
+    @contextmanager
+    def changing_user(self, user: User) -> Iterator[None]:
+        yield
+
+    @contextmanager
+    def changing_global(self) -> Iterator[None]:
+        """Around a change of the users list, the kill switches, the key or the clock."""
+        yield
+
+    def added(self, user: User) -> None:
+        pass
+
+    def deleted(self, user: User) -> None:
+        pass
+
+    def wiped(self) -> None:
+        """Everything was reset."""
+
+
 class Backend:
     def __init__(
         self,
@@ -183,7 +234,8 @@ class Backend:
         seed_users: list[SeedUser],
         signer: TokenSigner | None = None,
         issuer: str = "localhost",
-        buckets: MutableMapping[BucketKey, Bucket] | None = None,
+        limiter: Limiter | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.spec = spec
         self.clock = clock
@@ -191,25 +243,32 @@ class Backend:
         # The signing key outlives resets, so a restarted mock can keep its tokens valid.
         self.signer = signer or TokenSigner.generate(issuer)
         self.lock = threading.RLock()
+        self.shared = shared or SharedState()
         # Bumped by every change worth persisting; the state file writer watches it.
         self.revision = getattr(self, "revision", 0) + 1
         self.users: dict[str, User] = {}
+        self._by_name: dict[str, str] = {}  # casefolded username -> user id
         self.kill_switches: dict[int, bool] = {i: False for i in spec.kill_switch_ids.values()}
-        self.limiter = RateLimiter(clock, spec.burst_limit, spec.burst_window, buckets)
+        self.limiter: Limiter = (
+            RateLimiter(clock, spec.burst_limit, spec.burst_window) if limiter is None else limiter
+        )
         self._last_user_ms = 0
-        self._next_prune = 0.0
+        self._sweep: deque[str] = deque()  # user ids whose sessions are still to be swept
         for index, seed in enumerate(self.seed_users):
             self._add_user(seed, user_id=str(SEED_ID_BASE + index))
 
     def reset(self) -> None:
-        with self.lock:
-            lock, limiter = self.lock, self.limiter
+        with self.lock, self.shared.changing_global():
+            lock, limiter, shared = self.lock, self.limiter, self.shared
+            shared.wiped()
             self.clock.reset()
             limiter.reset()
             # A new key: the seed users come back with the same ids, so a token from
             # before the reset (even a revoked one) could otherwise match a new session.
             signer = TokenSigner.generate(self.signer.issuer)
-            self.__init__(self.spec, self.clock, self.seed_users, signer, buckets=limiter.store)  # type: ignore[misc]
+            self.__init__(  # type: ignore[misc]
+                self.spec, self.clock, self.seed_users, signer, limiter=limiter, shared=shared
+            )
             # Threads already waiting on the old lock and limiter must meet new ones on
             # the same objects, so both outlive the reset.
             self.lock, self.limiter = lock, limiter
@@ -218,7 +277,7 @@ class Backend:
 
     def add_user(self, seed: SeedUser) -> tuple[User, list[str]]:
         """Add a user; with a TOTP secret and no backup codes, ten are generated and returned."""
-        with self.lock:
+        with self.lock, self.shared.changing_global():
             generated: list[str] = []
             if seed.totp_secret and not seed.backup_codes:
                 generated = new_backup_codes()
@@ -245,12 +304,14 @@ class Backend:
             backup_codes={hash_backup_code(c) for c in seed.backup_codes},
         )
         self.users[user.id] = user
+        self._by_name[user.username.casefold()] = user.id
         self.revision += 1
+        self.shared.added(user)
         return user
 
     def find_user(self, username: str) -> User | None:
-        wanted = username.strip().casefold()
-        return next((u for u in self.users.values() if u.username.casefold() == wanted), None)
+        user_id = self._by_name.get(username.strip().casefold())
+        return None if user_id is None else self.users.get(user_id)
 
     def set_banned(self, username: str, banned: bool) -> User:
         """Ban (or unban) a user; their existing sessions then get 403 BANNED_ERROR."""
@@ -263,12 +324,14 @@ class Backend:
             return user
 
     def delete_user(self, username: str) -> None:
-        with self.lock:
+        with self.lock, self.shared.changing_global():
             user = self.find_user(username)
             if user is None:
                 raise err.UserNotFound()
             del self.users[user.id]
+            del self._by_name[user.username.casefold()]
             self.revision += 1
+            self.shared.deleted(user)
 
     # Tokens and sessions -----------------------------------------------------------
 
@@ -284,17 +347,19 @@ class Backend:
             user = self.users.get(claims["sub"])
             if user is None:
                 return None
+            self.shared.fresh(user)
             session = user.sessions.get(str(claims["iat"]))
             if session is None or session.exp != claims["exp"] or session.exp <= now:
                 return None
             session.used_at = now
             self.revision += 1  # usedAt is state too: other workers must see it
+            self.shared.touched(user, session)
             return Identity(user, session)
 
     def create_session(
         self, user: User, name: str, long_lived: bool, permission_flags: int | None
     ) -> tuple[str, Session]:
-        with self.lock:
+        with self.lock, self.shared.changing_user(user):
             self._prune_sessions(user)
             now = self.clock.now()
             # The session id is the token's iat; two sessions of one second still differ,
@@ -311,7 +376,7 @@ class Backend:
                 created_at=now,
                 updated_at=now,
             )
-            user.sessions[session.id] = session
+            user.add_session(session)
             self.revision += 1
             token = self.signer.sign({"sub": user.id, "iat": iat, "exp": session.exp})
             return token, session
@@ -319,25 +384,28 @@ class Backend:
     def sessions_of(self, user: User) -> list[Session]:
         """Live sessions, newest first."""
         with self.lock:
+            self.shared.fresh(user)
             self._prune_sessions(user)
-            return sorted(user.sessions.values(), key=lambda s: -int(s.id))
+            return user.newest_first()
 
     def get_session(self, user: User, session_id: str) -> Session:
         with self.lock:
+            self.shared.fresh(user)
             self._prune_sessions(user)
             session = user.sessions.get(session_id)
             if session is None:
                 raise err.SessionNotFound()
+            self.shared.fresh_used(user, session)
             return session
 
     def delete_session(self, user: User, session_id: str) -> None:
-        with self.lock:
+        with self.lock, self.shared.changing_user(user):
             self.get_session(user, session_id)
             del user.sessions[session_id]
             self.revision += 1
 
     def delete_sessions(self, user: User, session_ids: list[str]) -> int:
-        with self.lock:
+        with self.lock, self.shared.changing_user(user):
             self._prune_sessions(user)
             doomed = set(session_ids) & set(user.sessions)
             for session_id in doomed:
@@ -346,32 +414,39 @@ class Backend:
             return len(doomed)
 
     def delete_all_sessions(self, user: User, keep: str | None = None) -> int:
-        with self.lock:
+        with self.lock, self.shared.changing_user(user):
             return self.delete_sessions(user, [s for s in user.sessions if s != keep])
 
     def _prune_sessions(self, user: User) -> None:
         now = self.clock.now()
+        if now < user.next_expiry:
+            return
         for session_id in [sid for sid, s in user.sessions.items() if s.exp <= now]:
             del user.sessions[session_id]
+        user.next_expiry = min((s.exp for s in user.sessions.values()), default=math.inf)
 
     def prune(self) -> None:
+        """Drop every expired session and stale bucket at once."""
         with self.lock:
             for user in self.users.values():
                 self._prune_sessions(user)
         self.limiter.prune()
 
-    def maybe_prune(self) -> bool:
-        """Prune if PRUNE_INTERVAL has passed on the mock's clock; whether it did.
+    def prune_a_little(self) -> None:
+        """Drop the expired sessions of the next USERS_SWEPT_PER_REQUEST users.
 
-        Every API request calls this, so expired sessions and rate-limit buckets go
-        away while the mock is busy, and memory follows what is live, not what was seen.
+        Every API request calls this (and each acquire sweeps a few rate-limit buckets),
+        so memory follows what is live while the mock is busy, and no request ever pays
+        for a walk over everything: a full prune every 10 s under load was the p99.
         """
-        now = self.clock.now()
-        if now < self._next_prune:
-            return False
-        self._next_prune = now + PRUNE_INTERVAL
-        self.prune()
-        return True
+        with self.lock:
+            sweep = self._sweep
+            if not sweep:
+                sweep.extend(self.users)  # one lap over the users, then the next
+            for _ in range(min(USERS_SWEPT_PER_REQUEST, len(sweep))):
+                user = self.users.get(sweep.popleft())
+                if user is not None:
+                    self._prune_sessions(user)
 
     # Second factors ----------------------------------------------------------------
 
@@ -420,16 +495,17 @@ class Backend:
                     raise err.InvalidSecondFactorResponse()
             else:
                 digest = hash_backup_code(code)
-                if digest not in user.backup_codes:
-                    raise err.InvalidSecondFactorResponse()
-                user.backup_codes.discard(digest)  # each backup code works once
-                self.revision += 1
+                with self.shared.changing_user(user):
+                    if digest not in user.backup_codes:
+                        raise err.InvalidSecondFactorResponse()
+                    user.backup_codes.discard(digest)  # each backup code works once
+                    self.revision += 1
                 if undo is not None:
                     undo.append(lambda: self._give_back(user, digest))
             return user
 
     def _give_back(self, user: User, digest: str) -> None:
-        with self.lock:
+        with self.lock, self.shared.changing_user(user):
             user.backup_codes.add(digest)
             self.revision += 1
 
@@ -476,7 +552,7 @@ class Backend:
         return {"count": len(items), "items": items}
 
     def set_kill_switch(self, switch: int, state: bool) -> dict[str, Any]:
-        with self.lock:
+        with self.lock, self.shared.changing_global():
             if switch not in self.kill_switches:
                 raise err.InvalidEndpoint()
             self.kill_switches[switch] = state
@@ -484,7 +560,7 @@ class Backend:
             return self.kill_switch_list()
 
     def set_all_kill_switches(self, state: bool) -> dict[str, Any]:
-        with self.lock:
+        with self.lock, self.shared.changing_global():
             for switch in self.kill_switches:
                 self.kill_switches[switch] = state
             self.revision += 1
@@ -503,21 +579,7 @@ class Backend:
                 "issuer": self.signer.issuer,
                 "signingKey": self.signer.to_jwk(),
                 "killSwitches": {str(k): v for k, v in self.kill_switches.items()},
-                "users": [
-                    {
-                        "id": u.id,
-                        "username": u.username,
-                        "passwordHash": u.password_hash,
-                        "salt": u.salt,
-                        "staff": u.staff,
-                        "banned": u.banned,
-                        "totpSecret": u.totp_secret,
-                        "backupCodeDigests": sorted(u.backup_codes),
-                        "lastSessionId": u.last_session_id,
-                        "sessions": [dict(vars(s)) for s in u.sessions.values()],
-                    }
-                    for u in self.users.values()
-                ],
+                "users": [user_snapshot(u) for u in self.users.values()],
             }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -531,7 +593,7 @@ class Backend:
         if not isinstance(data, dict) or data.get("version") != self.SNAPSHOT_VERSION:
             raise ValueError(f"not a version {self.SNAPSHOT_VERSION} state snapshot")
         try:
-            signer = _restore_signer(data["signingKey"], data["issuer"])
+            signer = restore_signer(data["signingKey"], data["issuer"])
             raw_switches = _expect(data["killSwitches"], dict, "killSwitches")
             switches = {
                 _expect_id(k, "kill switch id"): _expect(v, bool, f"kill switch {k}")
@@ -539,7 +601,7 @@ class Backend:
             }
             users: dict[str, User] = {}
             for raw in _expect(data["users"], list, "users"):
-                user = _restore_user(_expect(raw, dict, "a user"))
+                user = restore_user(_expect(raw, dict, "a user"))
                 if user.id in users:
                     raise ValueError(f"user id {user.id} appears twice")
                 users[user.id] = user
@@ -549,8 +611,26 @@ class Backend:
             raise ValueError("state snapshot has the wrong kill switches")
         with self.lock:
             self.signer, self.users, self.kill_switches = signer, users, switches
+            self._by_name = {u.username.casefold(): u.id for u in users.values()}
+            self._sweep.clear()
             self._last_user_ms = max((int(uid) for uid in users), default=0)
             self.revision += 1
+
+
+def user_snapshot(user: User) -> dict[str, Any]:
+    """One user as the state file (and Redis, one key per user) keeps them."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "passwordHash": user.password_hash,
+        "salt": user.salt,
+        "staff": user.staff,
+        "banned": user.banned,
+        "totpSecret": user.totp_secret,
+        "backupCodeDigests": sorted(user.backup_codes),
+        "lastSessionId": user.last_session_id,
+        "sessions": [dict(vars(s)) for s in user.sessions.values()],
+    }
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
@@ -583,7 +663,7 @@ def _expect_exp(value: Any) -> int:
     return exp
 
 
-def _restore_signer(key: Any, issuer: Any) -> TokenSigner:
+def restore_signer(key: Any, issuer: Any) -> TokenSigner:
     try:
         signer = TokenSigner.from_jwk(
             _expect(key, dict, "signingKey"), _expect(issuer, str, "issuer")
@@ -597,7 +677,7 @@ def _restore_signer(key: Any, issuer: Any) -> TokenSigner:
     return signer
 
 
-def _restore_user(raw: dict[str, Any]) -> User:
+def restore_user(raw: dict[str, Any]) -> User:
     user_id = str(_expect_id(raw["id"], "user id"))
     totp_secret = raw["totpSecret"]
     if totp_secret is not None:
@@ -620,11 +700,14 @@ def _restore_user(raw: dict[str, Any]) -> User:
         backup_codes=set(digests),
         last_session_id=_expect_id(raw["lastSessionId"], "lastSessionId"),
     )
-    for session in _expect(raw["sessions"], list, f"sessions of user {user_id}"):
-        restored = _restore_session(_expect(session, dict, "a session"), user_id)
+    sessions = [
+        _restore_session(_expect(session, dict, "a session"), user_id)
+        for session in _expect(raw["sessions"], list, f"sessions of user {user_id}")
+    ]
+    for restored in sorted(sessions, key=lambda s: int(s.id)):  # oldest first, as kept
         if restored.id in user.sessions:
             raise ValueError(f"session id {restored.id} appears twice")
-        user.sessions[restored.id] = restored
+        user.add_session(restored)
         # Ids are never issued twice (see create_session), whatever the file says.
         user.last_session_id = max(user.last_session_id, int(restored.id))
     return user

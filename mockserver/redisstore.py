@@ -1,42 +1,63 @@
-"""Shared state in Redis, so several worker processes behave exactly like one.
+"""Shared state in Redis, so several workers (or processes on several machines) behave
+exactly like one mock, and scale.
 
-Each request runs as one unit of work under a Redis lock (``SET NX PX`` to take it, a
-compare-and-delete script to give it back): the worker loads what changed since its
-last request (users, sessions, kill switches and the signing key as one snapshot; the
-clock's offset), serves the request with the ordinary in-memory rules, and writes back
-what it changed; rate-limit buckets are read and written one by one. The rules
-themselves stay in :mod:`mockserver.models` and :mod:`mockserver.ratelimit`, unaware of
-Redis::
+There is no global lock. Each piece of state is changed atomically on its own keys:
 
-    sync = RedisSync(redis.Redis.from_url(url), backend, prefix="cumulonimbus-mock")
-    app.wsgi_app = sync.middleware(app.wsgi_app)
+- **rate-limit buckets**: one Redis hash per bucket, acquired and released by Lua
+  scripts (:data:`ACQUIRE`, :data:`RELEASE`), so limits stay exact across workers; Redis
+  expires a bucket once its window and burst have passed;
+- **users and their sessions**: one hash per user (``data``: the user as the state file
+  keeps it; ``rev``: a number never used twice). A change takes that user's lock,
+  reloads the user if another worker changed it, applies the ordinary rules and writes
+  the user back in one script that checks the lock and the revision
+  (:data:`COMMIT_USER`);
+- **usedAt**: one hash per user, ``session id -> time``, written at the end of a
+  request only when the time moved, so reads never rewrite a user;
+- **everything else** (the users list, kill switches, the signing key, the clock):
+  one JSON value and a revision, changed under a global lock that only such changes
+  (and the control API) take.
+
+Every worker keeps a copy of the state in an ordinary :class:`~mockserver.models.Backend`
+and starts each request with one round trip that reads the global revision and the
+caller's user revision (the token's ``sub``, read before it is verified: a hint, not a
+trust decision), reloading only what changed. The rules stay in :mod:`mockserver.models`
+and :mod:`mockserver.ratelimit`; they call :class:`RedisState` through the
+:class:`~mockserver.models.SharedState` hooks::
+
+    state = RedisState(client, backend, "cumulonimbus-mock", journal)
+    state.start()
+    app.wsgi_app = state.middleware(app.wsgi_app)
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
 
+from . import exceptions as err
+from .clock import Clock
 from .journal import Journal, readable
-from .models import Backend
-from .ratelimit import Bucket, BucketKey
+from .models import Backend, Session, SharedState, User, restore_signer, restore_user, user_snapshot
+from .ratelimit import BucketKey, Ticket, headers_for, refusal
+from .spec import Limit
 
 log = logging.getLogger("cumulonimbus-mock")
 
-_RELEASE = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-)
 LOCK_TTL_MS = 30_000  # a crashed worker's lock expires instead of blocking the rest
-BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before the lock; larger bodies are refused anyway
+# Redis keeps a bucket this long past the end of its window and burst (real time):
+# slack for a clock that was moved, so a bucket the mock's clock still needs is there.
+BUCKET_SLACK_MS = 60_000
+BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before any lock; larger bodies are refused anyway
 # Without Redis there is no state to answer from: every feature is unavailable, which
 # the API says as the GLOBAL kill switch's 503 (feature 8), in its own error format.
 UNAVAILABLE_BODY = json.dumps(
@@ -52,140 +73,281 @@ UNAVAILABLE_HEADERS = (
     ("Access-Control-Allow-Origin", "*"),
 )
 
+# KEYS[1]: the bucket. ARGV: now (a Python repr, kept as is so a release finds it),
+# the route's limit and window, the burst limit and window, the slack in ms.
+# The same rules as RateLimiter._current and acquire: a passed window closes, the
+# request that opens a window sets its limit, burst times older than the burst
+# window are dropped. Returns allowed (0/1) and the bucket's state.
+ACQUIRE = """
+local now = tonumber(ARGV[1])
+local b = redis.call('HMGET', KEYS[1], 'limit', 'window', 'start', 'count', 'recent')
+local limit, window, start = tonumber(b[1]), tonumber(b[2]), b[3]
+local count = tonumber(b[4]) or 0
+if not start or start == '' then start = nil end
+if start and now >= tonumber(start) + window then start = nil; count = 0 end
+if not start then limit = tonumber(ARGV[2]); window = tonumber(ARGV[3]) end
+local burst_window = tonumber(ARGV[5])
+local recent = {}
+if b[5] then
+  for t in string.gmatch(b[5], '[^,]+') do
+    if now - tonumber(t) <= burst_window then recent[#recent + 1] = t end
+  end
+end
+local allowed = 0
+if count < limit and #recent < tonumber(ARGV[4]) then
+  allowed = 1
+  if not start then start = ARGV[1] end
+  count = count + 1
+  recent[#recent + 1] = ARGV[1]
+  redis.call('HSET', KEYS[1], 'limit', limit, 'window', window, 'start', start,
+    'count', count, 'recent', table.concat(recent, ','))
+  local ends = math.max(tonumber(start) + window, now + burst_window)
+  redis.call('PEXPIRE', KEYS[1], math.ceil((ends - now) * 1000) + tonumber(ARGV[6]))
+end
+return {allowed, tostring(limit), tostring(window), start or '', count, table.concat(recent, ',')}
+"""
+# KEYS[1]: the bucket. ARGV[1]: the ticket's time as ACQUIRE got it.
+RELEASE = """
+local b = redis.call('HMGET', KEYS[1], 'count', 'recent')
+if not b[1] then return 0 end
+local count = tonumber(b[1])
+if count > 0 then count = count - 1 end
+local kept, removed = {}, false
+if b[2] then
+  for t in string.gmatch(b[2], '[^,]+') do
+    if not removed and t == ARGV[1] then removed = true else kept[#kept + 1] = t end
+  end
+end
+redis.call('HSET', KEYS[1], 'count', count, 'recent', table.concat(kept, ','))
+if count == 0 then redis.call('HSET', KEYS[1], 'start', '') end
+return 1
+"""
+# KEYS: the user's lock, the user, the users list, the revision counter.
+# ARGV: the lock token, the user id, the user's data, the revision the change began from.
+# -1: the lock was lost; -2: the user was deleted; -3: the user changed under the lock
+# (a reset); else the new revision. The lock is given back in every case.
+COMMIT_USER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local result
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
+  result = -2
+elseif (redis.call('HGET', KEYS[2], 'rev') or '') ~= ARGV[4] then
+  result = -3
+else
+  result = redis.call('INCR', KEYS[4])
+  redis.call('HSET', KEYS[2], 'data', ARGV[3], 'rev', result)
+end
+redis.call('DEL', KEYS[1])
+return result
+"""
+UNLOCK = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
 
-class RedisBuckets(MutableMapping[BucketKey, Bucket]):
-    """Rate-limit buckets in a Redis hash, cached for the length of one unit of work."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
+class RedisRateLimiter:
+    """The rate limiter's interface (see :class:`mockserver.ratelimit.RateLimiter`), one
+    Redis hash per bucket, each acquire and release one atomic script."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str, clock: Clock, burst_limit: int, burst_window: float
+    ) -> None:
         self.client = client
-        self.key = key
-        self._cache: dict[BucketKey, Bucket | None] = {}
+        self.prefix = f"{prefix}:bucket:"
+        self.clock = clock
+        self.burst_limit = burst_limit
+        self.burst_window = burst_window
+        self._acquire = client.register_script(ACQUIRE)
+        self._release = client.register_script(RELEASE)
 
-    @staticmethod
-    def _field(key: BucketKey) -> str:
-        return json.dumps(list(key))
+    def _key(self, key: BucketKey) -> str:
+        return self.prefix + json.dumps(list(key), separators=(",", ":"))
 
-    def begin(self) -> None:
-        self._cache = {}
+    def acquire(self, key: BucketKey, limit: Limit) -> Ticket:
+        now = self.clock.now()
+        allowed, raw_limit, raw_window, raw_start, count, raw_recent = self._acquire(
+            keys=[self._key(key)],
+            args=[
+                repr(now),
+                limit.limit,
+                repr(float(limit.window)),
+                self.burst_limit,
+                repr(float(self.burst_window)),
+                BUCKET_SLACK_MS,
+            ],
+        )
+        bucket_limit, window = int(float(raw_limit)), float(raw_window)
+        start = float(raw_start) if raw_start else None
+        count = int(count)
+        if not allowed:
+            recent = [float(t) for t in raw_recent.split(b",") if t]
+            error = refusal(
+                bucket_limit, window, start, count, recent, now, self.burst_limit, self.burst_window
+            )
+            if error is not None:
+                raise error
+        return Ticket(key, now, limit, headers_for(bucket_limit, window, start, count, now))
 
-    def flush(self) -> None:
-        writes: dict[Any, Any] = {
-            self._field(k): json.dumps(b.to_dict()) for k, b in self._cache.items() if b
-        }
-        deletes = [self._field(k) for k, b in self._cache.items() if b is None]
-        pipe = self.client.pipeline()
-        if writes:
-            pipe.hset(self.key, mapping=writes)
-        if deletes:
-            pipe.hdel(self.key, *deletes)
-        pipe.execute()
-        self._cache = {}
+    def settle(self, ticket: Ticket, status: int, code: str | None) -> dict[str, str]:
+        # Counted: the headers as the acquire left the bucket, with no second round trip.
+        if ticket.limit.counts(status, code):
+            return dict(ticket.headers)
+        self.release(ticket)
+        return {"RateLimit-Skipped": "true"}
 
-    def __getitem__(self, key: BucketKey) -> Bucket:
-        if key not in self._cache:
-            raw = self.client.hget(self.key, self._field(key))
-            self._cache[key] = Bucket.from_dict(json.loads(raw)) if raw else None
-        bucket = self._cache[key]
-        if bucket is None:
-            raise KeyError(key)
-        return bucket
+    def release(self, ticket: Ticket) -> None:
+        self._release(keys=[self._key(ticket.key)], args=[repr(ticket.time)])
 
-    def __setitem__(self, key: BucketKey, bucket: Bucket) -> None:
-        self._cache[key] = bucket
+    def _scan(self) -> list[bytes]:
+        return list(self.client.scan_iter(match=_glob(self.prefix) + "*", count=1000))
 
-    def __delitem__(self, key: BucketKey) -> None:
-        self[key]
-        self._cache[key] = None
+    def buckets(self) -> list[dict[str, object]]:
+        now = self.clock.now()
+        keys = self._scan()
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "limit", "window", "start", "count", "recent")
+        items = []
+        for key, (raw_limit, raw_window, raw_start, raw_count, raw_recent) in zip(
+            keys, pipe.execute(), strict=True
+        ):
+            if raw_limit is None:
+                continue
+            window = float(raw_window)
+            start = float(raw_start) if raw_start else None
+            recent = [float(t) for t in (raw_recent or b"").split(b",") if t]
+            if (start is None or now >= start + window) and all(
+                now - t > self.burst_window for t in recent
+            ):
+                continue  # stale: Redis has not expired it yet
+            ip, route, user = json.loads(key[len(self.prefix) :])
+            items.append(
+                {
+                    "ip": ip,
+                    "route": route,
+                    "user": user,
+                    "limit": int(float(raw_limit)),
+                    "count": int(raw_count),
+                    "reset": max(0.0, (start or 0.0) + window - now),
+                }
+            )
+        return items
 
-    def _all(self) -> dict[BucketKey, Bucket]:
-        for raw_key, raw in self.client.hgetall(self.key).items():
-            key = tuple(json.loads(raw_key))
-            if key not in self._cache:
-                self._cache[key] = Bucket.from_dict(json.loads(raw))
-        return {k: b for k, b in self._cache.items() if b is not None}
+    def prune(self) -> int:
+        return 0  # Redis expires buckets itself
 
-    def __iter__(self) -> Iterator[BucketKey]:
-        return iter(list(self._all()))
+    def reset(self) -> None:
+        keys = self._scan()
+        for i in range(0, len(keys), 1000):
+            self.client.delete(*keys[i : i + 1000])
 
     def __len__(self) -> int:
-        return len(self._all())
-
-    def clear(self) -> None:
-        self.client.delete(self.key)
-        self._cache = {}
+        return len(self._scan())
 
 
 class RedisJournal(Journal):
+    """The journal as one Redis list; entries are sent with the request's last round trip."""
+
     def __init__(self, client: redis.Redis, key: str, size: int) -> None:
         super().__init__(size)
         self.client = client
         self.key = key
         self.size = size
+        self.pending: list[str] = []
 
     def append(self, entry: dict[str, Any]) -> None:
-        pipe = self.client.pipeline()
-        pipe.lpush(self.key, json.dumps(readable(entry), default=str))
-        pipe.ltrim(self.key, 0, self.size - 1)
-        pipe.execute()
+        self.pending.append(json.dumps(readable(entry), default=str))
+
+    def flush(self, pipe: Any) -> None:
+        if self.pending:
+            pipe.lpush(self.key, *self.pending)
+            pipe.ltrim(self.key, 0, self.size - 1)
+            self.pending = []
 
     def items(self, limit: int) -> list[dict[str, Any]]:
         raw = self.client.lrange(self.key, 0, limit - 1)
         return [json.loads(item) for item in reversed(raw)]
 
     def clear(self) -> None:
+        self.pending = []
         self.client.delete(self.key)
 
 
-class RedisSync:
-    def __init__(self, client: redis.Redis, backend: Backend, prefix: str) -> None:
+class RedisState(SharedState):
+    def __init__(
+        self, client: redis.Redis, backend: Backend, prefix: str, journal: RedisJournal
+    ) -> None:
         self.client = client
         self.backend = backend
-        self.keys = {name: f"{prefix}:{name}" for name in ("lock", "state", "revision", "clock")}
-        self._loaded_revision: int | None = None
-        self._local = threading.Lock()  # one unit of work at a time within this worker
-        buckets = backend.limiter.store
-        if not isinstance(buckets, RedisBuckets):
-            raise TypeError("the backend must keep its rate-limit buckets in Redis")
-        self.buckets = buckets
+        self.journal = journal
+        self.prefix = prefix
+        self.keys = {
+            name: f"{prefix}:{name}" for name in ("seq", "grev", "global", "users", "lock:global")
+        }
+        self._commit = client.register_script(COMMIT_USER)
+        self._unlock = client.register_script(UNLOCK)
+        self._local = threading.RLock()  # one request at a time within this worker
+        self._grev: int | None = None  # the global revision this worker holds
+        self._revs: dict[str, int] = {}  # user id -> revision of the data held
+        self._jwk: dict[str, Any] | None = None
+        self._fresh: set[str] = set()  # users known to be current in this request
+        self._user_locks: dict[str, str] = {}
+        self._global_token: str | None = None
+        self._added: dict[str, User] = {}
+        self._deleted: set[str] = set()
+        self._wipe = False
+        self._used: dict[tuple[str, str], float] = {}  # usedAt to write at the end
+        self._written_used: dict[tuple[str, str], float] = {}
+        self._touched: set[tuple[str, str]] = set()
+        backend.shared = self
 
-    @contextmanager
-    def unit_of_work(self) -> Iterator[None]:
-        with self._local:
-            token = self._acquire()
-            try:
-                self._load()
-                revision, clock = self.backend.revision, self._clock_state()
-                try:
-                    yield
-                finally:
-                    if self.client.get(self.keys["lock"]) == token.encode():
-                        self._store(revision, clock)
-                    else:
-                        # The lock expired under this request and another worker may have
-                        # moved on: writing now would undo its changes. Drop ours instead.
-                        log.error("a request outlived the Redis lock; its changes were dropped")
-                        self._loaded_revision = None
-            finally:
-                self.client.eval(_RELEASE, 1, self.keys["lock"], token)
+    def _user_key(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{user_id}"
+
+    def _used_key(self, user_id: str) -> str:
+        return f"{self.prefix}:used:{user_id}"
+
+    # Start and requests ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Publish this worker's state if Redis holds none yet, else load Redis's."""
+        with self._local, self._locked(self.keys["lock:global"]):
+            if self.client.exists(self.keys["global"]):
+                self._load_global()
+            else:
+                self._added = dict(self.backend.users)
+                self._publish_global()
 
     def middleware(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-        """WSGI middleware: the whole request, body included, is one unit of work."""
+        """WSGI middleware: sync what changed, serve, then send usedAt and the journal."""
 
         def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            _buffer_body(environ)  # a slow client must not hold every worker's lock
+            _buffer_body(environ)  # a slow client must not hold a lock
             answered: list[Any] = []
 
             def remember(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
                 answered[:] = [status, headers]
                 return lambda data: None
 
+            path = environ.get("PATH_INFO", "")
             try:
-                with self.unit_of_work():
-                    body = list(app(environ, remember))
+                with self._local:
+                    try:
+                        self._begin(environ)
+                        if path == "/_mock" or path.startswith("/_mock/"):
+                            # The control API changes and reads everything: it runs
+                            # under the global lock, with every user current.
+                            with self.changing_global():
+                                self._sync_users(list(self.backend.users))
+                                body = list(app(environ, remember))
+                        else:
+                            body = list(app(environ, remember))
+                    finally:
+                        self._end()
             except redis.RedisError as error:
-                # Whatever this request changed never reached Redis: forget it, so the
-                # next request starts again from what Redis holds.
-                self._loaded_revision = None
+                # What this request changed may not have reached Redis: forget the
+                # copy, so the next request starts again from what Redis holds.
+                self._forget()
                 log.error("Redis is unavailable: %s", error)
                 start_response("503 SERVICE UNAVAILABLE", list(UNAVAILABLE_HEADERS))
                 return [UNAVAILABLE_BODY]
@@ -194,50 +356,284 @@ class RedisSync:
 
         return wrapped
 
-    def _acquire(self) -> str:
+    def _begin(self, environ: dict[str, Any]) -> None:
+        self._fresh.clear()
+        self._touched.clear()
+        sub = _unverified_sub(environ.get("HTTP_AUTHORIZATION"))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys["grev"])
+        if sub is not None:
+            pipe.hget(self._user_key(sub), "rev")
+        results = pipe.execute()
+        if _int(results[0]) != self._grev:
+            self._load_global()
+        elif sub is not None and sub in self.backend.users:
+            if _int(results[1]) != self._revs.get(sub):
+                self._sync_users([sub])
+            self._fresh.add(sub)
+
+    def _end(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for (user_id, session_id), used in self._used.items():
+            pipe.hset(self._used_key(user_id), session_id, repr(used))
+        self.journal.flush(pipe)
+        if len(pipe):
+            pipe.execute()
+        if len(self._written_used) > 100_000:  # only a cache of what need not be sent
+            self._written_used.clear()
+        self._written_used.update(self._used)
+        self._used = {}
+
+    def _forget(self) -> None:
+        self._grev = -1  # no revision: the next request reloads everything
+        self._revs.clear()
+        self._used = {}
+        self._written_used.clear()
+        self.journal.pending = []
+
+    # The hooks the rules call ------------------------------------------------------
+
+    def fresh(self, user: User) -> None:
+        if user.id in self._fresh or user.id in self._user_locks:
+            return
+        self._sync_users([user.id])
+        self._fresh.add(user.id)
+
+    def fresh_used(self, user: User, session: Session) -> None:
+        if (user.id, session.id) in self._touched:
+            return  # this request set it
+        raw = self.client.hget(self._used_key(user.id), session.id)
+        if raw is not None:
+            session.used_at = float(raw)
+
+    def touched(self, user: User, session: Session) -> None:
+        key = (user.id, session.id)
+        self._touched.add(key)
+        if session.used_at is not None and self._written_used.get(key) != session.used_at:
+            self._used[key] = session.used_at
+
+    @contextmanager
+    def changing_user(self, user: User) -> Iterator[None]:
+        if user.id in self._user_locks:
+            yield
+            return
+        lock = f"{self.prefix}:lock:user:{user.id}"
+        token = self._take(lock)
+        self._user_locks[user.id] = token
+        committed = False
+        try:
+            self._sync_users([user.id])
+            before = self.backend.revision
+            yield
+            if self.backend.revision != before:
+                data = json.dumps(user_snapshot(user), separators=(",", ":"))
+                expected = self._revs.get(user.id)
+                result = int(
+                    self._commit(
+                        keys=[lock, self._user_key(user.id), self.keys["users"], self.keys["seq"]],
+                        args=[token, user.id, data, "" if expected is None else str(expected)],
+                    )
+                )
+                committed = True
+                if result == -2:
+                    raise err.InvalidSession()  # deleted by another worker meanwhile
+                if result < 0:
+                    self._forget()
+                    raise redis.RedisError("a user changed under its lock; the change was dropped")
+                self._revs[user.id] = result
+        finally:
+            del self._user_locks[user.id]
+            if not committed:
+                self._unlock(keys=[lock], args=[token])
+
+    @contextmanager
+    def changing_global(self) -> Iterator[None]:
+        if self._global_token is not None:
+            yield
+            return
+        with self._locked(self.keys["lock:global"]) as token:
+            self._global_token = token
+            try:
+                if _int(self.client.get(self.keys["grev"])) != self._grev:
+                    self._load_global()
+                before = (self.backend.revision, _clock_state(self.backend.clock))
+                self._added, self._deleted, self._wipe = {}, set(), False
+                yield
+                after = (self.backend.revision, _clock_state(self.backend.clock))
+                if after != before or self._added or self._deleted or self._wipe:
+                    self._publish_global()
+            finally:
+                self._global_token = None
+
+    def added(self, user: User) -> None:
+        self._added[user.id] = user
+        self._deleted.discard(user.id)
+
+    def deleted(self, user: User) -> None:
+        self._added.pop(user.id, None)
+        self._deleted.add(user.id)
+
+    def wiped(self) -> None:
+        self._wipe = True
+
+    # Loading and publishing --------------------------------------------------------
+
+    def _load_global(self) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.keys["grev"])
+        pipe.get(self.keys["global"])
+        pipe.hgetall(self.keys["users"])
+        raw_rev, raw_global, index = pipe.execute()
+        backend = self.backend
+        if raw_global is None:  # flushed by hand: publish what this worker holds
+            self._added = dict(backend.users)
+            if self._global_token is not None:
+                self._publish_global()
+            else:
+                with self._locked(self.keys["lock:global"]):
+                    self._publish_global()
+            return
+        data = json.loads(raw_global)
+        with backend.lock:
+            if data["signingKey"] != self._jwk:
+                backend.signer = restore_signer(data["signingKey"], data["issuer"])
+                self._jwk = data["signingKey"]
+            backend.kill_switches = {int(k): v for k, v in data["killSwitches"].items()}
+            backend.clock._offset, backend.clock._frozen_at = data["clock"]
+            ids = {key.decode(): value.decode() for key, value in index.items()}
+            for user_id in [u for u in backend.users if u not in ids]:
+                del backend.users[user_id]
+                self._revs.pop(user_id, None)
+            self._sync_users(list(ids))
+            backend._by_name = {u.username.casefold(): u.id for u in backend.users.values()}
+            backend._last_user_ms = max((int(u) for u in backend.users), default=0)
+            backend._sweep.clear()
+        self._grev = _int(raw_rev)
+        self._fresh.update(backend.users)
+
+    def _sync_users(self, user_ids: list[str]) -> None:
+        """Reload the users among ``user_ids`` whose revision in Redis moved."""
+        if not user_ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hget(self._user_key(user_id), "rev")
+        stale = [
+            user_id
+            for user_id, rev in zip(user_ids, pipe.execute(), strict=True)
+            if rev is not None and (_int(rev) != self._revs.get(user_id))
+        ]
+        if not stale:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in stale:
+            pipe.hmget(self._user_key(user_id), "data", "rev")
+        backend = self.backend
+        for user_id, (raw, rev) in zip(stale, pipe.execute(), strict=True):
+            if raw is None:
+                continue
+            fresh = restore_user(json.loads(raw))
+            held = backend.users.get(user_id)
+            if held is None:
+                backend.users[user_id] = fresh
+                backend._by_name[fresh.username.casefold()] = user_id
+            else:
+                # In place: the request may already hold this object (its Identity).
+                for name, value in vars(fresh).items():
+                    setattr(held, name, value)
+            self._revs[user_id] = int(rev)
+
+    def _publish_global(self) -> None:
+        backend, keys = self.backend, self.keys
+        if self._wipe:
+            protected = {keys["seq"].encode(), keys["grev"].encode()}
+            doomed = [
+                key
+                for key in self.client.scan_iter(match=_glob(self.prefix) + ":*", count=1000)
+                if key not in protected and not key.startswith(f"{self.prefix}:lock:".encode())
+            ]
+            for i in range(0, len(doomed), 1000):
+                self.client.delete(*doomed[i : i + 1000])
+            self._revs.clear()
+            self._written_used.clear()
+            self._added = dict(backend.users)
+        users = list(self._added.values())
+        top = int(self.client.incrby(keys["seq"], len(users) + 1))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(keys["global"], json.dumps(self._global_snapshot(), separators=(",", ":")))
+        for i, user in enumerate(users):
+            rev = top - len(users) + i
+            data = json.dumps(user_snapshot(user), separators=(",", ":"))
+            pipe.hset(self._user_key(user.id), mapping={"data": data, "rev": rev})
+            pipe.hset(keys["users"], user.id, user.username)
+            self._revs[user.id] = rev
+        for user_id in self._deleted:
+            pipe.hdel(keys["users"], user_id)
+            pipe.delete(self._user_key(user_id), self._used_key(user_id))
+            self._revs.pop(user_id, None)
+        pipe.set(keys["grev"], top)
+        pipe.execute()
+        self._grev = top
+        self._jwk = backend.signer.to_jwk()
+        self._added, self._deleted, self._wipe = {}, set(), False
+
+    def _global_snapshot(self) -> dict[str, Any]:
+        backend = self.backend
+        return {
+            "issuer": backend.signer.issuer,
+            "signingKey": backend.signer.to_jwk(),
+            "killSwitches": {str(k): v for k, v in backend.kill_switches.items()},
+            "clock": list(_clock_state(backend.clock)),
+        }
+
+    # Locks -------------------------------------------------------------------------
+
+    def _take(self, key: str) -> str:
         token = secrets.token_hex(8)
-        while not self.client.set(self.keys["lock"], token, nx=True, px=LOCK_TTL_MS):
-            time.sleep(0.0005)  # another worker holds the state; this is not waiting for time
+        while not self.client.set(key, token, nx=True, px=LOCK_TTL_MS):
+            time.sleep(0.0005)  # another worker is changing this state; not the mock's clock
         return token
 
-    def _load(self) -> None:
-        self.buckets.begin()
-        raw_revision, raw_state, raw_clock = self.client.mget(
-            self.keys["revision"], self.keys["state"], self.keys["clock"]
-        )
-        if raw_clock:
-            offset, frozen_at = json.loads(raw_clock)
-            self.backend.clock._offset, self.backend.clock._frozen_at = offset, frozen_at
-        if raw_state is None:
-            # The first worker to arrive publishes its state (seed users, signing key).
-            self._publish()
-            return
-        revision = int(raw_revision or 0)
-        if revision != self._loaded_revision:
-            self.backend.restore(json.loads(raw_state))
-            self._loaded_revision = revision
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[str]:
+        token = self._take(key)
+        try:
+            yield token
+        finally:
+            self._unlock(keys=[key], args=[token])
 
-    def _store(self, revision: int, clock: tuple[float, float | None]) -> None:
-        if self.backend.revision != revision:
-            self._publish()
-        if self._clock_state() != clock:
-            self.client.set(self.keys["clock"], json.dumps(list(self._clock_state())))
-        self.buckets.flush()
 
-    def _publish(self) -> None:
-        pipe = self.client.pipeline()
-        pipe.set(self.keys["state"], json.dumps(self.backend.snapshot(), separators=(",", ":")))
-        pipe.incr(self.keys["revision"])
-        _, revision = pipe.execute()
-        self._loaded_revision = int(revision)
+def _clock_state(clock: Clock) -> tuple[float, float | None]:
+    return clock._offset, clock._frozen_at
 
-    def _clock_state(self) -> tuple[float, float | None]:
-        clock = self.backend.clock
-        return clock._offset, clock._frozen_at
+
+def _int(raw: bytes | str | int | None) -> int | None:
+    return None if raw is None else int(raw)
+
+
+def _glob(text: str) -> str:
+    """``text`` as a literal in a Redis MATCH pattern (test prefixes hold brackets)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _unverified_sub(header: str | None) -> str | None:
+    """The ``sub`` a token claims, unverified: only which user to check for changes in
+    the request's first round trip; ``Backend.authenticate`` verifies the token."""
+    if not header:
+        return None
+    parts = header.strip().split(".")
+    if len(parts) != 3 or len(parts[1]) > 2048:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    sub = payload.get("sub") if isinstance(payload, dict) else None
+    return sub if isinstance(sub, str) and sub.isascii() and sub.isdigit() else None
 
 
 def _buffer_body(environ: dict[str, Any]) -> None:
-    """Read the body before the lock is taken, sized or chunked (the served mock has
+    """Read the body before any lock is taken, sized or chunked (the served mock has
     already read it; other WSGI servers may not have)."""
     raw_length = environ.get("CONTENT_LENGTH") or ""
     if raw_length:

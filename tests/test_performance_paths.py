@@ -214,24 +214,47 @@ def test_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(signer._verified) <= 3
 
 
-# Pruning: driven by requests, at most every PRUNE_INTERVAL seconds of the mock's clock.
+# Pruning: a few buckets and one user's sessions per request, never a walk over all.
 
 
-def test_requests_prune_expired_buckets_and_sessions(store: tuple[Backend, Clock]) -> None:
-    from mockserver.models import PRUNE_INTERVAL
+def test_each_acquire_sweeps_a_few_stale_buckets(store: tuple[Backend, Clock]) -> None:
+    from mockserver.ratelimit import SWEEP_PER_ACQUIRE
 
+    backend, clock = store
+    for i in range(50):
+        backend.limiter.acquire((f"198.18.0.{i}", "*", None), SPEC.global_limit)
+    clock.advance(120)  # past every window and burst
+    backend.limiter.acquire(("198.18.9.9", "*", None), SPEC.global_limit)
+    assert len(backend.limiter) == 50 - SWEEP_PER_ACQUIRE + 1
+
+
+def test_live_buckets_survive_the_sweep(store: tuple[Backend, Clock]) -> None:
+    backend, clock = store
+    for i in range(5):
+        backend.limiter.acquire((f"198.18.0.{i}", "*", None), SPEC.global_limit)
+    clock.advance(2)  # past the burst, inside the minute
+    for i in range(5, 10):
+        backend.limiter.acquire((f"198.18.0.{i}", "*", None), SPEC.global_limit)
+    assert len(backend.limiter) == 10
+    assert backend.limiter.prune() == 0
+
+
+def test_stale_buckets_stay_bounded_under_a_stream_of_new_addresses(
+    store: tuple[Backend, Clock],
+) -> None:
+    backend, clock = store
+    for i in range(3000):
+        clock.advance(0.1)  # 300 s in all: each bucket is stale 60 s after it opened
+        backend.limiter.acquire((f"198.18.{i // 256}.{i % 256}", "*", None), SPEC.global_limit)
+    assert len(backend.limiter) < 2 * 600  # 600 opened in the last minute are live
+
+
+def test_requests_sweep_expired_sessions_a_user_at_a_time(store: tuple[Backend, Clock]) -> None:
     backend, clock = store
     user = backend.login("alice", "password")
     _, session = backend.create_session(user, "short", False, None)
-    for i in range(50):
-        backend.limiter.acquire((f"198.18.0.{i}", "*", None), SPEC.global_limit)
-    assert backend.maybe_prune()  # the first request prunes (nothing is stale yet)
-    assert len(backend.limiter.store) == 50
-    clock.advance(PRUNE_INTERVAL / 2)
-    assert not backend.maybe_prune()  # not again so soon
-    clock.advance(session.exp - clock.now())  # past the window and the session's life
-    assert backend.maybe_prune()
-    assert backend.limiter.prune() == 0  # nothing left to prune
+    clock.advance(session.exp - clock.now())  # the session's life is over
+    backend.prune_a_little()
     assert session.id not in user.sessions
 
 
@@ -244,7 +267,9 @@ def test_api_requests_drive_pruning() -> None:
     client = app.test_client()
     for i in range(20):
         client.get("/api/", headers={"X-Forwarded-For": f"198.18.1.{i}"})
-    assert len(backend.limiter.store) == 20
+    assert len(backend.limiter) == 20
     clock.advance(120)
-    client.get("/api/", headers={"X-Forwarded-For": "198.18.2.1"})
-    assert len(backend.limiter.store) == 1  # pruned by that request, not by a listing
+    for _ in range(10):
+        client.get("/api/", headers={"X-Forwarded-For": "198.18.2.1"})
+        clock.advance(1)
+    assert len(backend.limiter) == 1  # pruned by those requests, not by a listing

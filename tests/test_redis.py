@@ -182,7 +182,7 @@ def test_with_redis_down_clients_get_a_json_503_and_then_recover(tmp_path: Path)
         assert client.post("/api/login", json=login).status_code == 201
         assert client.get("/_mock/users").status_code == 200
     finally:
-        app.extensions["cumulonimbus"].backend.limiter.store.client.close()
+        app.extensions["cumulonimbus"].backend.limiter.client.close()
         server.terminate()
         server.wait(timeout=10)
 
