@@ -172,10 +172,10 @@ def route_rate_limit(call: Call, ctx: Context) -> None:
     limit = call.operation.rate_limit
     if limit is None:
         return
-    limiter = ctx.backend.limiter
-    ticket = limiter.acquire((call.ip, limit.bucket_route(call.path), call.user_id), limit)
-    limiter.release(call.tickets.pop())  # counted here, not in the global bucket
-    call.tickets.append(ticket)
+    # Counted here, not in the global bucket: that ticket is given back if this passes.
+    key = (call.ip, limit.bucket_route(call.path), call.user_id)
+    # If this one refuses, the global ticket stays, to be settled (released) with the 429.
+    call.tickets[-1] = ctx.backend.limiter.transfer(call.tickets[-1], key, limit)
 
 
 def anonymous_only(call: Call, ctx: Context) -> None:

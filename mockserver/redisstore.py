@@ -6,8 +6,8 @@ There is no global lock. Each piece of state is changed atomically on its own ke
 - **rate-limit buckets**: one Redis hash per bucket, acquired and released by Lua
   scripts (:data:`ACQUIRE`, :data:`RELEASE`), so limits stay exact across workers; Redis
   expires a bucket once its window and burst have passed;
-- **users and their sessions**: one hash per user (``data``: the user as the state file
-  keeps it; ``rev``: a number never used twice). A change takes that user's lock,
+- **users and their sessions**: one key per user (the user as the state file keeps
+  it) beside its revision (a number never used twice). A change takes that user's lock,
   reloads the user if another worker changed it, applies the ordinary rules and writes
   the user back in one script that checks the lock and the revision
   (:data:`COMMIT_USER`);
@@ -77,8 +77,24 @@ UNAVAILABLE_HEADERS = (
 # the route's limit and window, the burst limit and window, the slack in ms.
 # The same rules as RateLimiter._current and acquire: a passed window closes, the
 # request that opens a window sets its limit, burst times older than the burst
-# window are dropped. Returns allowed (0/1) and the bucket's state.
+# window are dropped. With KEYS[2] and ARGV[7] (a ticket's bucket and time), a request
+# that passes also gives that ticket back, as RELEASE does: the route limiter takes over
+# from the global one in the same round trip. Returns allowed (0/1) and the bucket's state.
 ACQUIRE = """
+local function release(key, time)
+  local b = redis.call('HMGET', key, 'count', 'recent')
+  if not b[1] then return end
+  local count = tonumber(b[1])
+  if count > 0 then count = count - 1 end
+  local kept, removed = {}, false
+  if b[2] then
+    for t in string.gmatch(b[2], '[^,]+') do
+      if not removed and t == time then removed = true else kept[#kept + 1] = t end
+    end
+  end
+  redis.call('HSET', key, 'count', count, 'recent', table.concat(kept, ','))
+  if count == 0 then redis.call('HSET', key, 'start', '') end
+end
 local now = tonumber(ARGV[1])
 local b = redis.call('HMGET', KEYS[1], 'limit', 'window', 'start', 'count', 'recent')
 local limit, window, start = tonumber(b[1]), tonumber(b[2]), b[3]
@@ -103,6 +119,7 @@ if count < limit and #recent < tonumber(ARGV[4]) then
     'count', count, 'recent', table.concat(recent, ','))
   local ends = math.max(tonumber(start) + window, now + burst_window)
   redis.call('PEXPIRE', KEYS[1], math.ceil((ends - now) * 1000) + tonumber(ARGV[6]))
+  if KEYS[2] then release(KEYS[2], ARGV[7]) end
 end
 return {allowed, tostring(limit), tostring(window), start or '', count, table.concat(recent, ',')}
 """
@@ -122,7 +139,7 @@ redis.call('HSET', KEYS[1], 'count', count, 'recent', table.concat(kept, ','))
 if count == 0 then redis.call('HSET', KEYS[1], 'start', '') end
 return 1
 """
-# KEYS: the user's lock, the user, the users list, the revision counter.
+# KEYS: the user's lock, the user, the users list, the revision counter, the user's revision.
 # ARGV: the lock token, the user id, the user's data, the revision the change began from.
 # -1: the lock was lost; -2: the user was deleted; -3: the user changed under the lock
 # (a reset); else the new revision. The lock is given back in every case.
@@ -131,11 +148,12 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local result
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
   result = -2
-elseif (redis.call('HGET', KEYS[2], 'rev') or '') ~= ARGV[4] then
+elseif (redis.call('GET', KEYS[5]) or '') ~= ARGV[4] then
   result = -3
 else
   result = redis.call('INCR', KEYS[4])
-  redis.call('HSET', KEYS[2], 'data', ARGV[3], 'rev', result)
+  redis.call('SET', KEYS[2], ARGV[3])
+  redis.call('SET', KEYS[5], result)
 end
 redis.call('DEL', KEYS[1])
 return result
@@ -163,18 +181,22 @@ class RedisRateLimiter:
     def _key(self, key: BucketKey) -> str:
         return self.prefix + json.dumps(list(key), separators=(",", ":"))
 
-    def acquire(self, key: BucketKey, limit: Limit) -> Ticket:
+    def acquire(self, key: BucketKey, limit: Limit, release: Ticket | None = None) -> Ticket:
         now = self.clock.now()
+        keys = [self._key(key)]
+        args: list[str | int] = [
+            repr(now),
+            limit.limit,
+            repr(float(limit.window)),
+            self.burst_limit,
+            repr(float(self.burst_window)),
+            BUCKET_SLACK_MS,
+        ]
+        if release is not None:
+            keys.append(self._key(release.key))
+            args.append(repr(release.time))
         allowed, raw_limit, raw_window, raw_start, count, raw_recent = self._acquire(
-            keys=[self._key(key)],
-            args=[
-                repr(now),
-                limit.limit,
-                repr(float(limit.window)),
-                self.burst_limit,
-                repr(float(self.burst_window)),
-                BUCKET_SLACK_MS,
-            ],
+            keys=keys, args=args
         )
         bucket_limit, window = int(float(raw_limit)), float(raw_window)
         start = float(raw_start) if raw_start else None
@@ -197,6 +219,10 @@ class RedisRateLimiter:
 
     def release(self, ticket: Ticket) -> None:
         self._release(keys=[self._key(ticket.key)], args=[repr(ticket.time)])
+
+    def transfer(self, held: Ticket, key: BucketKey, limit: Limit) -> Ticket:
+        """Acquire in ``key``'s bucket and, if that passed, release ``held``: one round trip."""
+        return self.acquire(key, limit, release=held)
 
     def _scan(self) -> list[bytes]:
         return list(self.client.scan_iter(match=_glob(self.prefix) + "*", count=1000))
@@ -304,6 +330,9 @@ class RedisState(SharedState):
     def _user_key(self, user_id: str) -> str:
         return f"{self.prefix}:user:{user_id}"
 
+    def _rev_key(self, user_id: str) -> str:
+        return f"{self.prefix}:rev:{user_id}"
+
     def _used_key(self, user_id: str) -> str:
         return f"{self.prefix}:used:{user_id}"
 
@@ -360,11 +389,10 @@ class RedisState(SharedState):
         self._fresh.clear()
         self._touched.clear()
         sub = _unverified_sub(environ.get("HTTP_AUTHORIZATION"))
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys["grev"])
-        if sub is not None:
-            pipe.hget(self._user_key(sub), "rev")
-        results = pipe.execute()
+        if sub is None:
+            results = [self.client.get(self.keys["grev"])]
+        else:
+            results = self.client.mget(self.keys["grev"], self._rev_key(sub))
         if _int(results[0]) != self._grev:
             self._load_global()
         elif sub is not None and sub in self.backend.users:
@@ -430,7 +458,13 @@ class RedisState(SharedState):
                 expected = self._revs.get(user.id)
                 result = int(
                     self._commit(
-                        keys=[lock, self._user_key(user.id), self.keys["users"], self.keys["seq"]],
+                        keys=[
+                            lock,
+                            self._user_key(user.id),
+                            self.keys["users"],
+                            self.keys["seq"],
+                            self._rev_key(user.id),
+                        ],
                         args=[token, user.id, data, "" if expected is None else str(expected)],
                     )
                 )
@@ -515,22 +549,23 @@ class RedisState(SharedState):
         """Reload the users among ``user_ids`` whose revision in Redis moved."""
         if not user_ids:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.hget(self._user_key(user_id), "rev")
+        revs = self.client.mget([self._rev_key(user_id) for user_id in user_ids])
         stale = [
             user_id
-            for user_id, rev in zip(user_ids, pipe.execute(), strict=True)
+            for user_id, rev in zip(user_ids, revs, strict=True)
             if rev is not None and (_int(rev) != self._revs.get(user_id))
         ]
         if not stale:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)  # each user's data with its revision
         for user_id in stale:
-            pipe.hmget(self._user_key(user_id), "data", "rev")
+            pipe.get(self._user_key(user_id))
+            pipe.get(self._rev_key(user_id))
+        loaded = pipe.execute()
         backend = self.backend
-        for user_id, (raw, rev) in zip(stale, pipe.execute(), strict=True):
-            if raw is None:
+        for index, user_id in enumerate(stale):
+            raw, rev = loaded[2 * index], loaded[2 * index + 1]
+            if raw is None or rev is None:
                 continue
             fresh = restore_user(json.loads(raw))
             held = backend.users.get(user_id)
@@ -564,12 +599,13 @@ class RedisState(SharedState):
         for i, user in enumerate(users):
             rev = top - len(users) + i
             data = json.dumps(user_snapshot(user), separators=(",", ":"))
-            pipe.hset(self._user_key(user.id), mapping={"data": data, "rev": rev})
+            pipe.set(self._user_key(user.id), data)
+            pipe.set(self._rev_key(user.id), rev)
             pipe.hset(keys["users"], user.id, user.username)
             self._revs[user.id] = rev
         for user_id in self._deleted:
             pipe.hdel(keys["users"], user_id)
-            pipe.delete(self._user_key(user_id), self._used_key(user_id))
+            pipe.delete(self._user_key(user_id), self._rev_key(user_id), self._used_key(user_id))
             self._revs.pop(user_id, None)
         pipe.set(keys["grev"], top)
         pipe.execute()
