@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -9,9 +10,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from werkzeug.test import Client
 
 from mockserver.app import create_app
 
@@ -201,3 +204,81 @@ def test_a_slow_chunked_body_holds_no_worker_and_no_lock(two_workers: str) -> No
             response = requests.get(f"{two_workers}/_mock/clock", timeout=2)
             assert response.status_code == 200
         assert requests.get(f"{two_workers}/api/", timeout=2).status_code == 200
+
+
+class Alternating:
+    """A load balancer as a WSGI app: each request goes to the next mock in turn."""
+
+    HOP_BY_HOP = frozenset(("connection", "transfer-encoding", "keep-alive"))
+
+    def __init__(self, bases: list[str]) -> None:
+        self.bases = bases
+        self.turn = itertools.count()
+        self.sent: list[str] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        base = self.bases[next(self.turn) % len(self.bases)]
+        self.sent.append(base)
+        query = environ.get("QUERY_STRING")
+        url = base + environ["PATH_INFO"] + (f"?{query}" if query else "")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        headers = {
+            key[5:].replace("_", "-").title(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_") and key != "HTTP_HOST"
+        }
+        if environ.get("CONTENT_TYPE"):
+            headers["Content-Type"] = environ["CONTENT_TYPE"]
+        answer = requests.request(
+            environ["REQUEST_METHOD"],
+            url,
+            data=environ["wsgi.input"].read(length) if length else None,
+            headers=headers,
+            allow_redirects=False,
+            timeout=30,
+        )
+        start_response(
+            f"{answer.status_code} {answer.reason}",
+            [(k, v) for k, v in answer.raw.headers.items() if k.lower() not in self.HOP_BY_HOP],
+        )
+        return [answer.content]
+
+
+@pytest.fixture(scope="module")
+def two_processes(redis_url: str) -> Iterator[list[str]]:
+    """Two separate mocks on one Redis, as on two machines (their own database)."""
+    shared = redis_url.rsplit("/", 1)[0] + "/1"
+    first, first_base = start_mock("--redis", shared)
+    second, second_base = start_mock("--redis", shared)
+    yield [first_base, second_base]
+    stop(first)
+    stop(second)
+
+
+def test_two_processes_share_one_login_limit(two_processes: list[str]) -> None:
+    balancer = Alternating(two_processes)
+    client = Client(balancer)
+    client.post("/_mock/reset")
+    client.post("/_mock/clock", json={"frozen": True})
+    login = {"username": "alice", "password": "password"}
+    statuses = [
+        client.post(
+            "/api/login", json=login, headers={"X-Forwarded-For": "203.0.113.7"}
+        ).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [201, 201, 201, 429]  # the burst of 3, counted across both
+    assert set(balancer.sent) == set(two_processes)
+
+
+def test_the_conformance_suite_passes_against_two_processes_behind_an_alternating_client(
+    two_processes: list[str], tmp_path: Path
+) -> None:
+    from tests.conformance.harness import run_suite, serve
+
+    balancer = Alternating(two_processes)
+    with serve(balancer) as base_url:
+        result = run_suite(base_url, tmp_path)
+    assert result.returncode == 0, str(result)
+    assert "no failed check cases" in result.output
+    assert len(set(balancer.sent)) == 2 and len(balancer.sent) > 100
