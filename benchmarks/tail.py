@@ -127,6 +127,9 @@ def main() -> int:
     parser.add_argument("--scenario", default="a", choices="abc")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--prefill", type=int, default=0, metavar="N", help="N live buckets before the run"
+    )
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()
     if args.serve:
@@ -145,6 +148,11 @@ def main() -> int:
         one, fifty = run.prepare_mock(mock)
         token = fifty if args.scenario == "b" else one
         options = argparse.Namespace(threads=1, connections=args.connections)
+        if args.prefill:  # a frozen clock keeps them all live however long this takes
+            run.call(base, "POST", "/_mock/clock", {"frozen": True})
+            seconds = max(1, -(-args.prefill // 2500)) + 1
+            run.wrk(mock, "a", token, seconds, options, 100_000, addresses=args.prefill)
+            run.call(base, "POST", "/_mock/clock", {"frozen": False})
         run.wrk(mock, args.scenario, token, 2, options, 0)  # warm-up
         time.sleep(0.6)
         worker = json.loads(Path(out).read_text())["pid"]

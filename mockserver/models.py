@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import itertools
 import math
 import secrets
 import threading
@@ -381,12 +382,15 @@ class Backend:
             token = self.signer.sign({"sub": user.id, "iat": iat, "exp": session.exp})
             return token, session
 
-    def sessions_of(self, user: User) -> list[Session]:
-        """Live sessions, newest first."""
+    def session_page(self, user: User, offset: int, limit: int) -> tuple[int, list[Session]]:
+        """How many live sessions, and ``limit`` of them from ``offset``, newest first,
+        without building the whole list (a user may hold thousands)."""
         with self.lock:
             self.shared.fresh(user)
             self._prune_sessions(user)
-            return user.newest_first()
+            newest = reversed(user.sessions.values())
+            first, last = max(0, offset), max(0, offset + limit)  # validation refuses < 0
+            return len(user.sessions), list(itertools.islice(newest, first, last))
 
     def get_session(self, user: User, session_id: str) -> Session:
         with self.lock:

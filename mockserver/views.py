@@ -39,11 +39,10 @@ def _target(call: Call, backend: Backend) -> User:
 
 
 def _page(call: Call, backend: Backend, user: User) -> tuple[int, dict[str, Any]]:
-    sessions = backend.sessions_of(user)
     limit = int(call.query.get("limit", 50))
     offset = int(call.query.get("offset", 0))
-    items = [{"id": s.id, "name": s.name} for s in sessions[offset : offset + limit]]
-    return 200, {"count": len(sessions), "items": items}
+    count, sessions = backend.session_page(user, offset, limit)
+    return 200, {"count": count, "items": [{"id": s.id, "name": s.name} for s in sessions]}
 
 
 def _ids(call: Call) -> list[str]:
