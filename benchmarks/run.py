@@ -218,11 +218,21 @@ class Keepalive:
     def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
+        import http.client
+
         data = None if body is None else json.dumps(body).encode()
         sent = {"Content-Type": "application/json", **(headers or {})}
-        self.connection.request(method, path, body=data, headers=sent)
-        response = self.connection.getresponse()
-        return response.status, json.loads(response.read() or b"null")
+        for attempt in range(2):
+            try:
+                self.connection.request(method, path, body=data, headers=sent)
+                response = self.connection.getresponse()
+                return response.status, json.loads(response.read() or b"null")
+            except (OSError, http.client.HTTPException):
+                # The server closed the kept-alive connection: once more on a new one.
+                self.connection.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def login(self, username: str, n: int) -> str:
         """``n`` sessions for ``username``, each from its own address; the last token."""
@@ -284,8 +294,11 @@ def growth_rows(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]
         status, users = setup.call("GET", "/_mock/users")
         for target in (10, 10_000):
             for i in range(users["count"], target):
-                setup.call("POST", "/_mock/users", {"username": f"user-{i}", "password": "pw"})
-                users["count"] = target
+                status, _ = setup.call(
+                    "POST", "/_mock/users", {"username": f"user-{i}", "password": "pw"}
+                )
+                assert status in (201, 409), status  # 409: made by a retried call
+            users["count"] = target
             rows.append((f"users: {target}", "c", _once(mock, "c", tokens[1], args)))
     finally:
         mock.stop()

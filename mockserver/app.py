@@ -118,10 +118,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         context=Context(backend, validator, VIEWS),
     )
     if redis_client is not None:
-        from .redisstore import RedisJournal, RedisState
+        from .redisstore import RedisJournal, RedisRateLimiter, RedisState
 
         assert isinstance(journal, RedisJournal)
-        shared = RedisState(redis_client, backend, app.config["REDIS_PREFIX"], journal)
+        wire = limiter.wire if isinstance(limiter, RedisRateLimiter) else None
+        shared = RedisState(redis_client, backend, app.config["REDIS_PREFIX"], journal, wire)
         shared.start()
         app.wsgi_app = shared.middleware(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions["cumulonimbus"] = state

@@ -207,8 +207,8 @@ class RateLimiter:
 
     def _stale(self, state: State, now: float) -> bool:
         limit_id, start, _, recent = state
-        return (start is None or now >= start + self._limits[limit_id].window) and all(
-            now - t > self.burst_window for t in recent
+        return (start is None or now >= start + self._limits[limit_id].window) and (
+            not recent or now - max(recent) > self.burst_window
         )
 
     def _prune(self, now: float) -> int:

@@ -163,6 +163,38 @@ UNLOCK = (
 )
 
 
+class Wire:
+    """One connection for the commands on every request's path, sent in one write and
+    read back in order. A worker serves one request at a time, and redis-py's client
+    spends more CPU per command on its pool and observability bookkeeping than the
+    round trip costs (benchmarks/README.md); cold paths use the client as usual."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.connection = redis.Connection(**client.connection_pool.connection_kwargs)
+
+    def run(self, *commands: tuple[Any, ...]) -> list[Any]:
+        connection = self.connection
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            return [connection.read_response() for _ in commands]
+        except redis.ResponseError:
+            connection.disconnect()  # replies of later commands may be unread
+            raise
+        except redis.RedisError:
+            connection.disconnect()
+            raise
+
+    def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """``script`` (a registered :class:`redis.commands.core.Script`) by its hash,
+        loaded first if Redis does not know it (a restarted Redis)."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return self.run(command)[0]
+        except redis.exceptions.NoScriptError:
+            self.run(("SCRIPT", "LOAD", script.script))
+            return self.run(command)[0]
+
+
 class RedisRateLimiter:
     """The rate limiter's interface (see :class:`mockserver.ratelimit.RateLimiter`), one
     Redis hash per bucket, each acquire and release one atomic script."""
@@ -175,6 +207,7 @@ class RedisRateLimiter:
         self.clock = clock
         self.burst_limit = burst_limit
         self.burst_window = burst_window
+        self.wire = Wire(client)
         self._acquire = client.register_script(ACQUIRE)
         self._release = client.register_script(RELEASE)
 
@@ -195,8 +228,8 @@ class RedisRateLimiter:
         if release is not None:
             keys.append(self._key(release.key))
             args.append(repr(release.time))
-        allowed, raw_limit, raw_window, raw_start, count, raw_recent = self._acquire(
-            keys=keys, args=args
+        allowed, raw_limit, raw_window, raw_start, count, raw_recent = self.wire.script(
+            self._acquire, keys, args
         )
         bucket_limit, window = int(float(raw_limit)), float(raw_window)
         start = float(raw_start) if raw_start else None
@@ -218,7 +251,7 @@ class RedisRateLimiter:
         return {"RateLimit-Skipped": "true"}
 
     def release(self, ticket: Ticket) -> None:
-        self._release(keys=[self._key(ticket.key)], args=[repr(ticket.time)])
+        self.wire.script(self._release, [self._key(ticket.key)], [repr(ticket.time)])
 
     def transfer(self, held: Ticket, key: BucketKey, limit: Limit) -> Ticket:
         """Acquire in ``key``'s bucket and, if that passed, release ``held``: one round trip."""
@@ -284,10 +317,10 @@ class RedisJournal(Journal):
     def append(self, entry: dict[str, Any]) -> None:
         self.pending.append(json.dumps(readable(entry), default=str))
 
-    def flush(self, pipe: Any) -> None:
+    def flush(self, commands: list[tuple[Any, ...]]) -> None:
         if self.pending:
-            pipe.lpush(self.key, *self.pending)
-            pipe.ltrim(self.key, 0, self.size - 1)
+            commands.append(("LPUSH", self.key, *self.pending))
+            commands.append(("LTRIM", self.key, 0, self.size - 1))
             self.pending = []
 
     def items(self, limit: int) -> list[dict[str, Any]]:
@@ -301,9 +334,15 @@ class RedisJournal(Journal):
 
 class RedisState(SharedState):
     def __init__(
-        self, client: redis.Redis, backend: Backend, prefix: str, journal: RedisJournal
+        self,
+        client: redis.Redis,
+        backend: Backend,
+        prefix: str,
+        journal: RedisJournal,
+        wire: Wire | None = None,
     ) -> None:
         self.client = client
+        self.wire = wire or Wire(client)
         self.backend = backend
         self.journal = journal
         self.prefix = prefix
@@ -390,9 +429,9 @@ class RedisState(SharedState):
         self._touched.clear()
         sub = _unverified_sub(environ.get("HTTP_AUTHORIZATION"))
         if sub is None:
-            results = [self.client.get(self.keys["grev"])]
+            results = self.wire.run(("GET", self.keys["grev"]))
         else:
-            results = self.client.mget(self.keys["grev"], self._rev_key(sub))
+            results = self.wire.run(("MGET", self.keys["grev"], self._rev_key(sub)))[0]
         if _int(results[0]) != self._grev:
             self._load_global()
         elif sub is not None and sub in self.backend.users:
@@ -401,12 +440,13 @@ class RedisState(SharedState):
             self._fresh.add(sub)
 
     def _end(self) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for (user_id, session_id), used in self._used.items():
-            pipe.hset(self._used_key(user_id), session_id, repr(used))
-        self.journal.flush(pipe)
-        if len(pipe):
-            pipe.execute()
+        commands: list[tuple[Any, ...]] = [
+            ("HSET", self._used_key(user_id), session_id, repr(used))
+            for (user_id, session_id), used in self._used.items()
+        ]
+        self.journal.flush(commands)
+        if commands:
+            self.wire.run(*commands)
         if len(self._written_used) > 100_000:  # only a cache of what need not be sent
             self._written_used.clear()
         self._written_used.update(self._used)
