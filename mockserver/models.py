@@ -320,8 +320,11 @@ class Backend:
             user = self.find_user(username)
             if user is None:
                 raise err.UserNotFound()
-            user.banned = banned
-            self.revision += 1
+            # A ban is a change to that user: in Redis mode it must reach the user's own
+            # key, which is what other workers reload.
+            with self.shared.changing_user(user):
+                user.banned = banned
+                self.revision += 1
             return user
 
     def delete_user(self, username: str) -> None:
