@@ -31,9 +31,12 @@ import requests
 from conformance.redact import Redactor
 
 if TYPE_CHECKING:
-    from conformance.spec import RateLimit
+    from conformance.spec import Operation, RateLimit
 
 USER_AGENT = "cumulonimbus-conformance/1 (python-requests)"
+# A generated request that would wait longer than this for its route's budget is not
+# sent on a deployment (see `Client.budget_spent_for`).
+UNSENT_AFTER_SECONDS = 10.0
 
 
 class _NoBody:
@@ -329,6 +332,20 @@ class Client:
         if whole or state.remaining <= margin:
             return state.resets_at - now
         return 0.0
+
+    def budget_spent_for(
+        self, op: Operation, token: str | None, body: Any, *, has_body: bool = True
+    ) -> bool:
+        """On a deployment, whether a generated request would count in a route bucket
+        with no budget left for a while (then it is better not sent: waiting out a login
+        window per example is what made a full run take an hour). Requests the
+        validation step refuses come before the route's limiter and cost nothing there,
+        so those are always sent."""
+        if self.rotate_ips or op.rate_limit is None:
+            return False
+        if op.refused_by_validation(body, has_body=has_body):
+            return False
+        return self.bucket_delay(self.bucket_key(op.label, token)) > UNSENT_AFTER_SECONDS
 
     def wait_for_full_budget(
         self, route: str, token: str | None, body: Any, path: str = ""

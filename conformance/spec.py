@@ -173,6 +173,18 @@ class Operation:
             return False  # authentication, staff, scope, reverification
         return not (status == 400 and self.reverification == "password")
 
+    def refused_by_validation(self, body: Any, *, has_body: bool = True) -> bool:
+        """Whether the spec's validation step refuses this body. That step comes before
+        the route's limiter (`x-policy-order`), so such a request costs no route budget:
+        a deployment run need not wait for one to send it."""
+        if self.body_schema is None:
+            return False
+        if not has_body:
+            return self.body_required
+        import jsonschema  # only when a run paces generated requests
+
+        return not jsonschema.Draft202012Validator(self.body_schema).is_valid(body)
+
     @property
     def deletes_sessions(self) -> bool:
         return self.method == "DELETE" and "/sessions" in self.path

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, Phase
 from requests.structures import CaseInsensitiveDict
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core import NotSet
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -134,6 +135,10 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
     @hypothesis.given(case=strategy)
     def run(case: Any) -> None:
         token = ctx.browser(actor).value if actor is not None else None
+        has_body = not isinstance(case.body, NotSet)
+        if client.budget_spent_for(op, token, case.body if has_body else None, has_body=has_body):
+            unsent.append(1)
+            return
         if token is not None:
             case.headers = {**(case.headers or {}), "Authorization": token}
         extra = {"X-Forwarded-For": client.fresh_ip()} if client.rotate_ips else {}
@@ -190,12 +195,19 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
                     failure.curl,
                 ) from None
 
+    unsent: list[int] = []
     try:
         run()
     except (TargetUnreachable, requests.ConnectionError) as lost:
         target_lost(lost)
     except CheckFailure as failure:
         raise_failure(failure)
+    finally:
+        if unsent:
+            progress(
+                f"{op.label}: {len(unsent)} generated request(s) not sent, since they would "
+                "count in a route budget that is spent for now"
+            )
 
 
 def _checks_for(mode: str, exchange: Exchange) -> list[Any]:

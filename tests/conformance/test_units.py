@@ -155,6 +155,31 @@ def test_an_uncounted_answer_leaves_the_bucket_alone() -> None:
     assert client.buckets == {}
 
 
+def test_a_body_the_validation_step_refuses_costs_no_route_budget() -> None:
+    login = load_spec().operation("login")
+    assert login.refused_by_validation({"username": 1})
+    assert login.refused_by_validation([], has_body=True)
+    assert login.refused_by_validation(None, has_body=False)
+    assert not login.refused_by_validation({"username": "u", "password": "p"})
+
+
+def test_a_deployment_run_does_not_send_a_generated_login_into_a_spent_window() -> None:
+    client = _client()
+    login = load_spec().operation("login")
+    client.learn(None, 401, route="POST /login", headers=_headers(4, 0, 290))
+    valid = {"username": "u", "password": "p"}
+    assert client.budget_spent_for(login, None, valid)
+    # Refused by validation before the route's limiter: still worth sending.
+    assert not client.budget_spent_for(login, None, {"username": 1})
+
+
+def test_a_generated_login_is_sent_while_its_window_has_budget() -> None:
+    client = _client()
+    login = load_spec().operation("login")
+    client.learn(None, 401, route="POST /login", headers=_headers(4, 2, 290))
+    assert not client.budget_spent_for(login, None, {"username": "u", "password": "p"})
+
+
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxNjQ3MDE1MDI4NjI2IiwiaWF0IjoxfQ.c2lnbmF0dXJl"
 
 
