@@ -161,6 +161,30 @@ def test_paced_and_tidy_on_a_deployment(mock_app: Any, tmp_path: Path) -> None:
     assert "skip" in result.report
 
 
+def test_deployment_fuzzing_holds_back_logins_beyond_the_window(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """Generated logins past the fourth in 5 minutes are held back, not waited for."""
+    control = mock_app.test_client()
+    with serve(mock_app) as base_url:
+        result = run_suite(
+            base_url,
+            tmp_path,
+            "--cumulonimbus-no-control",
+            "--cumulonimbus-examples",
+            "8",
+            "-k",
+            "fuzz.positive-login",
+        )
+    assert result.returncode == 0, str(result)
+    assert "POST /login: " in result.output
+    assert "generated request(s) not sent" in result.output
+    journal = control.get("/_mock/requests?limit=1000").get_json()["items"]
+    logins = [e for e in journal if e["path"].endswith("/login")]
+    assert [e for e in logins if e["status"] == 429] == []
+    assert 0 < len(logins) <= 4
+
+
 def _items_without_names(seen: Any, response: Any, ledger: Any) -> None:
     body = body_of(response)
     if seen.method == "GET" and seen.path.endswith("/sessions") and response.status_code == 200:
