@@ -23,19 +23,15 @@ from flask import Blueprint, Response, current_app, request
 
 from . import exceptions as err
 from .clock import Clock
+from .httpio import json_response
 from .inputs import decimal, parse_json
 from .models import SeedUser, iso
+from .state import mock_state
 
 blueprint = Blueprint("control", __name__, url_prefix="/_mock")
 
 
-def _state() -> Any:
-    return current_app.extensions["cumulonimbus"]
-
-
 def _json(status: int, body: Any) -> Response:
-    from .app import json_response
-
     return json_response(status, body)
 
 
@@ -113,7 +109,7 @@ def _check_token() -> None:
 
 @blueprint.route("/reset", methods=["POST"])
 def reset() -> Response:
-    state = _state()
+    state = mock_state()
     state.backend.reset()
     state.journal.clear()
     state.validator.violations.clear()
@@ -122,7 +118,7 @@ def reset() -> Response:
 
 @blueprint.route("/users", methods=["GET"])
 def list_users() -> Response:
-    backend = _state().backend
+    backend = mock_state().backend
     with backend.lock:
         backend.prune()
         now = backend.clock.now()
@@ -132,7 +128,7 @@ def list_users() -> Response:
 
 @blueprint.route("/users", methods=["POST"])
 def create_user() -> Response:
-    backend = _state().backend
+    backend = mock_state().backend
     try:
         seed = SeedUser.from_dict(_body())
     except ValueError as error:
@@ -147,7 +143,7 @@ def create_user() -> Response:
 @blueprint.route("/users/<username>", methods=["PATCH"])
 def change_user(username: str) -> Response:
     """Ban or unban a user who may already hold sessions (a banned account cannot log in)."""
-    backend = _state().backend
+    backend = mock_state().backend
     banned = _body().get("banned")
     if not isinstance(banned, bool):
         raise err.ControlBadRequest("banned must be true or false")
@@ -157,18 +153,18 @@ def change_user(username: str) -> Response:
 
 @blueprint.route("/users/<username>", methods=["DELETE"])
 def delete_user(username: str) -> Response:
-    _state().backend.delete_user(username)
+    mock_state().backend.delete_user(username)
     return _json(200, {"ok": True})
 
 
 @blueprint.route("/killswitches", methods=["GET"])
 def list_kill_switches() -> Response:
-    return _json(200, _state().backend.kill_switch_list())
+    return _json(200, mock_state().backend.kill_switch_list())
 
 
 @blueprint.route("/killswitches/<switch>", methods=["PUT"])
 def set_kill_switch(switch: str) -> Response:
-    backend = _state().backend
+    backend = mock_state().backend
     number = decimal(switch)
     if number is None or number not in backend.kill_switches:
         return _json(404, {"code": "INVALID_KILLSWITCH_ERROR", "message": "Invalid Kill Switch"})
@@ -179,7 +175,7 @@ def set_kill_switch(switch: str) -> Response:
 
 
 def _clock_body() -> dict[str, Any]:
-    clock = _state().backend.clock
+    clock = mock_state().backend.clock
     now = clock.now()
     return {"now": now, "iso": iso(now), "offset": clock.offset, "frozen": clock.frozen}
 
@@ -192,7 +188,7 @@ def get_clock() -> Response:
 @blueprint.route("/clock", methods=["POST"])
 def move_clock() -> Response:
     body = _body()
-    clock = _state().backend.clock
+    clock = mock_state().backend.clock
     known = {"advance", "set", "frozen"}
     if not body or set(body) - known:
         raise err.ControlBadRequest(
@@ -228,19 +224,19 @@ def move_clock() -> Response:
 
 @blueprint.route("/ratelimits", methods=["GET"])
 def list_rate_limits() -> Response:
-    items = _state().backend.limiter.buckets()
+    items = mock_state().backend.limiter.buckets()
     return _json(200, {"count": len(items), "items": items})
 
 
 @blueprint.route("/ratelimits", methods=["DELETE"])
 def clear_rate_limits() -> Response:
-    _state().backend.limiter.reset()
+    mock_state().backend.limiter.reset()
     return _json(200, {"ok": True})
 
 
 @blueprint.route("/requests", methods=["GET"])
 def list_requests() -> Response:
-    state = _state()
+    state = mock_state()
     limit = decimal(request.args.get("limit", "100"))
     if limit is None or not 1 <= limit <= 1000:
         raise err.ControlBadRequest("limit must be an integer from 1 to 1000")
@@ -250,5 +246,5 @@ def list_requests() -> Response:
 
 @blueprint.route("/requests", methods=["DELETE"])
 def clear_requests() -> Response:
-    _state().journal.clear()
+    mock_state().journal.clear()
     return _json(200, {"ok": True})

@@ -1,0 +1,224 @@
+"""An API request from arrival to answer: the fast path past Flask, the policy pipeline
+(:mod:`mockserver.policies`), the rate-limit headers, the strict check and the journal.
+
+It needs no Flask request context, so the fast path and Flask's own route share it::
+
+    response = handle_api(state, werkzeug_request, "users/me/sessions")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import BadRequest
+from werkzeug.wrappers import Request
+
+from . import exceptions as err
+from .httpio import client_ip, error_answer, error_response, finish_headers, json_response
+from .inputs import parse_json
+from .policies import Call
+from .state import EXTENSION, MockState, mock_state
+
+log = logging.getLogger("cumulonimbus-mock")
+
+# TRACE too: a method a path lacks is an unknown endpoint counted in the global bucket,
+# whichever method it is (the spec's Decisions: "Unknown paths and methods").
+API_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE"))
+# Bodies longer than this are journalled as a placeholder.
+JOURNAL_BODY_BYTES = 4096
+
+
+class ApiFastPath:
+    """WSGI middleware: requests that Flask would route to the API go straight to it.
+
+    Flask's request context, routing and hooks cost about as much as the API's whole
+    pipeline, so ``/api/...`` requests skip them: the same :func:`handle_api` answers,
+    with the same error answers and headers Flask's handlers would give. Anything Flask
+    might route differently (``/api`` itself, non-ASCII paths, other methods)
+    goes to Flask as before, and so does everything outside ``/api``.
+    """
+
+    def __init__(self, app: Flask, wsgi_app: Any) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path: str = environ.get("PATH_INFO", "")
+        if (
+            len(path) <= 5
+            or not path.startswith("/api/")
+            or environ.get("REQUEST_METHOD") not in API_METHODS
+            or not path.isascii()
+        ):
+            return self.wsgi_app(environ, start_response)
+        request = Request(environ)
+        request.max_content_length = self.app.config["MAX_CONTENT_LENGTH"]
+        try:
+            response = handle_api(self.app.extensions[EXTENSION], request, path[5:])
+        except Exception as error:
+            response = error_response(error)
+        return self._send(response, environ, start_response)
+
+    @staticmethod
+    def _send(response: Response, environ: dict[str, Any], start_response: Any) -> Any:
+        """What Flask's hooks and werkzeug's ``Response.__call__`` would send, built as one
+        list: editing werkzeug's Headers one by one costs a third of a request."""
+        # Any origin, with `*` as the service answers (observed row 5).
+        headers = finish_headers(response.headers.to_wsgi_list(), None)
+        body = response.get_data()
+        if response.status_code == 204:  # no body, so no length either (RFC 9110 8.6)
+            headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
+        elif not any(n.lower() == "content-length" for n, _ in headers):
+            headers.append(("Content-Length", str(len(body))))
+        start_response(response.status, headers)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def dispatch(rest: str = "") -> Response:
+    """Flask's view for what the fast path leaves to Flask (``/api`` itself, say)."""
+    return handle_api(mock_state(), request, rest)
+
+
+def handle_api(state: MockState, request: Request, rest: str) -> Response:
+    """One request under ``/api/``: the pipeline (routing included), rate-limit headers,
+    strict check and journal. Needs no Flask request context."""
+    started = time.perf_counter()
+    state.backend.prune_a_little()
+    if request.method == "OPTIONS":
+        # CORS preflight: no body, not counted; the CORS headers come from finish_headers.
+        preflight = Response(status=204)
+        del preflight.headers["Content-Type"]
+        return preflight
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        # Refused before anything runs, whether or not the operation takes a body.
+        return error_response(err.PayloadTooLarge())
+    backend = state.backend
+    call = Call(
+        method=request.method,
+        path="/" + rest,
+        query=request.args,
+        headers=request.headers,
+        ip=client_ip(request),
+        identity=backend.authenticate(request.headers.get("Authorization", "").strip() or None),
+        read_body=lambda: _read_body(request),
+    )
+    extra: dict[str, str] = {}
+    try:
+        status, body = state.pipeline.run(call, state.context)
+    except Exception as error:  # never a bare crash: a JSON answer, and the cause in the log
+        status, body, extra = error_answer(error, f"{call.method} {call.path}")
+    if status >= 400:
+        for take_back in call.undo:
+            take_back()
+
+    # All headers are known before the response exists: werkzeug's Headers are cheap to
+    # build from a list and dear to edit one by one.
+    code = body.get("code") if isinstance(body, dict) else None
+    for ticket in call.tickets:
+        extra.update(backend.limiter.settle(ticket, status, code))
+    if "RateLimit-Limit" in extra and status != 429:
+        extra.pop("RateLimit-Skipped", None)
+    response = json_response(status, body, extra)
+
+    if state.strict and call.op is not None:
+        response = _strict(state, call, response)
+    _journal(state, request, call.op.operation_id if call.op else None, response, started)
+    return response
+
+
+def _read_body(request: Request) -> dict[str, Any]:
+    """The JSON body as an object; anything else counts as an empty body (fields missing).
+
+    Like the real service's JSON parser, a body that is not sent as JSON is not read.
+    """
+    if "json" not in (request.mimetype or ""):
+        return {}
+    raw = _body_bytes(request)
+    if not raw:
+        return {}
+    try:
+        body = parse_json(raw)
+    except ValueError:  # not JSON, or nested deeper than any body of the API
+        return {}
+    return _trim(body) if isinstance(body, dict) else {}
+
+
+def _body_bytes(request: Request) -> bytes:
+    """The request body; a body cut short (a Content-Length larger than what came) is
+    treated as no body, which earns the operation's MISSING_FIELDS_ERROR, not a 500."""
+    try:
+        return request.get_data(cache=True)
+    except BadRequest:
+        return b""
+
+
+def _trim(value: Any) -> Any:
+    # The real service trims leading and trailing white space of string fields.
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, dict):
+        return {k: _trim(v) if isinstance(v, str | dict) else v for k, v in value.items()}
+    return value
+
+
+def _strict(state: MockState, call: Call, response: Response) -> Response:
+    """The response, or a 500 naming the problem when it breaks the spec (--strict)."""
+    problem = state.validator.check_response(
+        call.operation,
+        "/api" + call.path,
+        call.query,
+        call.headers,
+        call.body if call.operation.has_body else None,
+        response.status_code,
+        response.get_data(),
+        response.headers,
+    )
+    if problem is None:
+        return response
+    log.error(
+        "STRICT: %s %s -> %s breaks the spec: %s",
+        call.method,
+        call.path,
+        response.status_code,
+        problem,
+    )
+    violation = problem[:500].encode("ascii", "replace").decode()
+    status, body, _ = error_answer(err.InternalServerError())
+    return json_response(status, body, {"X-Mock-Strict-Violation": violation})
+
+
+def _journal(
+    state: MockState,
+    request: Request,
+    operation_id: str | None,
+    response: Response,
+    started: float,
+) -> None:
+    # Bodies and headers are kept raw and made readable only when someone reads the
+    # journal (see journal.readable): recording sits on every request's path.
+    environ = request.environ
+    has_body = request.content_length or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "")
+    raw = _body_bytes(request) if has_body else b""
+    request_body: Any = (raw if len(raw) <= JOURNAL_BODY_BYTES else "<large body>") if raw else None
+    state.record(
+        {
+            "time": state.backend.clock.now(),
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string.decode("latin-1"),
+            "ip": client_ip(request),
+            "operationId": operation_id,
+            "status": response.status_code,
+            "durationMs": round((time.perf_counter() - started) * 1000, 3),
+            "requestHeaders": [
+                (k, v) for k, v in environ.items() if k[:5] == "HTTP_" and k != "HTTP_AUTHORIZATION"
+            ],
+            "requestBody": request_body,
+            "responseHeaders": response.headers.to_wsgi_list(),
+            "responseBody": response.get_data(),
+        }
+    )
