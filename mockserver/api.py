@@ -118,11 +118,8 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
     # All headers are known before the response exists: werkzeug's Headers are cheap to
     # build from a list and dear to edit one by one.
     code = body.get("code") if isinstance(body, dict) else None
-    for ticket in call.tickets:
-        extra.update(backend.limiter.settle(ticket, status, code))
-    if "RateLimit-Limit" in extra and status != 429:
-        extra.pop("RateLimit-Skipped", None)
-    response = json_response(status, body, extra)
+    headers = backend.settle_rate_limits(call.tickets, status, code, extra)
+    response = json_response(status, body, headers)
 
     if state.strict and call.op is not None:
         response = _strict(state, call, response)

@@ -224,13 +224,13 @@ def move_clock() -> Response:
 
 @blueprint.route("/ratelimits", methods=["GET"])
 def list_rate_limits() -> Response:
-    items = mock_state().backend.limiter.buckets()
+    items = mock_state().backend.rate_limit_buckets()
     return _json(200, {"count": len(items), "items": items})
 
 
 @blueprint.route("/ratelimits", methods=["DELETE"])
 def clear_rate_limits() -> Response:
-    mock_state().backend.limiter.reset()
+    mock_state().backend.clear_rate_limits()
     return _json(200, {"ok": True})
 
 

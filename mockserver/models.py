@@ -26,9 +26,9 @@ from typing import Any
 
 from . import exceptions as err
 from .clock import MAX_EPOCH, Clock
-from .ratelimit import Limiter, RateLimiter
+from .ratelimit import Limiter, RateLimiter, Ticket
 from .secondfactor import decode_secret, hash_backup_code, new_backup_codes, verify_totp
-from .spec import Spec
+from .spec import Limit, Spec
 from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
 
 # Demo users get fixed ids so that the README and scripts can name them.
@@ -273,6 +273,38 @@ class Backend:
             # Threads already waiting on the old lock and limiter must meet new ones on
             # the same objects, so both outlive the reset.
             self.lock, self.limiter = lock, limiter
+
+    # Rate limits -------------------------------------------------------------------
+    # The pipeline and the control API count through these; the limiter is the
+    # backend's, reset with everything else.
+
+    def hold_global(self, ip: str, user_id: str | None) -> Ticket:
+        """Reserve the request's place in the global bucket (client IP, user)."""
+        return self.limiter.acquire((ip, "*", user_id), self.spec.global_limit)
+
+    def move_to_route(
+        self, held: Ticket, ip: str, path: str, user_id: str | None, limit: Limit
+    ) -> Ticket:
+        """Count the request in its route's bucket instead of the one ``held`` it."""
+        return self.limiter.transfer(held, (ip, limit.bucket_route(path), user_id), limit)
+
+    def settle_rate_limits(
+        self, tickets: list[Ticket], status: int, code: str | None, headers: dict[str, str]
+    ) -> dict[str, str]:
+        """The answer's headers with its ``RateLimit-*`` ones, once its status is known."""
+        merged = dict(headers)
+        for ticket in tickets:
+            merged.update(self.limiter.settle(ticket, status, code))
+        # Only a 429 says both how full its bucket is and that it was not counted.
+        if "RateLimit-Limit" in merged and status != 429:
+            merged.pop("RateLimit-Skipped", None)
+        return merged
+
+    def rate_limit_buckets(self) -> list[dict[str, object]]:
+        return self.limiter.buckets()
+
+    def clear_rate_limits(self) -> None:
+        self.limiter.reset()
 
     # Users -------------------------------------------------------------------------
 

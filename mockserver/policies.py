@@ -88,10 +88,7 @@ Step = Callable[[Call, Context], None]
 
 def global_rate_limit(call: Call, ctx: Context) -> None:
     # Held here until the request reaches its route's own limiter (if it has one).
-    spec = ctx.backend.spec
-    call.tickets.append(
-        ctx.backend.limiter.acquire((call.ip, "*", call.user_id), spec.global_limit)
-    )
+    call.tickets.append(ctx.backend.hold_global(call.ip, call.user_id))
 
 
 def global_kill_switch(call: Call, ctx: Context) -> None:
@@ -172,10 +169,10 @@ def route_rate_limit(call: Call, ctx: Context) -> None:
     limit = call.operation.rate_limit
     if limit is None:
         return
-    # Counted here, not in the global bucket: that ticket is given back if this passes.
-    key = (call.ip, limit.bucket_route(call.path), call.user_id)
-    # If this one refuses, the global ticket stays, to be settled (released) with the 429.
-    call.tickets[-1] = ctx.backend.limiter.transfer(call.tickets[-1], key, limit)
+    # Counted here, not in the global bucket; a refusal here leaves the global ticket
+    # held, to be settled (uncounted, as a 429) with the answer.
+    ticket = ctx.backend.move_to_route(call.tickets[-1], call.ip, call.path, call.user_id, limit)
+    call.tickets[-1] = ticket
 
 
 def anonymous_only(call: Call, ctx: Context) -> None:
