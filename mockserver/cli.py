@@ -13,10 +13,14 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from .models import SeedUser
 from .secondfactor import totp_code
 from .serving import READ_TIMEOUT
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +43,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(argv: list[str]) -> int:
+    args = _serve_args(argv)
+    app = _build_app(args)
+    if app is None:
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    from .serving import make_server
+
+    try:
+        server = make_server(
+            args.host,
+            args.port,
+            app,
+            threaded=True,
+            workers=args.workers,
+            read_timeout=args.read_timeout,
+        )
+    except OSError as error:
+        print(
+            f"cumulonimbus-mock: cannot listen on {args.host}:{args.port}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    _announce(args, app, server.port)
+    _run(server, app.extensions["cumulonimbus"].writer)
+    return 0
+
+
+def _serve_args(argv: list[str]) -> argparse.Namespace:
+    """The serve command's options, checked together (``--workers`` needs ``--redis``...)."""
     parser = argparse.ArgumentParser(
         prog="cumulonimbus-mock",
         description=(
@@ -101,10 +136,14 @@ def _serve(argv: list[str]) -> int:
         parser.error("--read-timeout must be more than 0 and at most 3600 seconds")
     if args.redis and args.state:
         parser.error("--state and --redis do not go together: Redis already keeps the state")
+    return args
 
+
+def _build_app(args: argparse.Namespace) -> Flask | None:
+    """The app the options describe, or None when it cannot be built (the reason printed)."""
     from .app import create_app
+    from .persistence import StateFileError
     from .seed import SeedError, load_seed
-    from .serving import make_server
 
     seed: list[SeedUser] | None = None
     if args.seed:
@@ -112,9 +151,7 @@ def _serve(argv: list[str]) -> int:
             seed = load_seed(args.seed)
         except SeedError as error:
             print(f"cumulonimbus-mock: {error}", file=sys.stderr)
-            return 2
-    from .persistence import StateFileError
-
+            return None
     config = {
         "SEED_USERS": seed,
         "STRICT_RESPONSES": args.strict,
@@ -127,30 +164,15 @@ def _serve(argv: list[str]) -> int:
         "REDIS_URL": args.redis,
     }
     try:
-        app = create_app(config)
+        return create_app(config)
     except (StateFileError, ConnectionError) as error:
         print(f"cumulonimbus-mock: {error}", file=sys.stderr)
-        return 2
-    writer = app.extensions["cumulonimbus"].writer
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.quiet:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    try:
-        server = make_server(
-            args.host,
-            args.port,
-            app,
-            threaded=True,
-            workers=args.workers,
-            read_timeout=args.read_timeout,
-        )
-    except OSError as error:
-        print(
-            f"cumulonimbus-mock: cannot listen on {args.host}:{args.port}: {error.strerror}",
-            file=sys.stderr,
-        )
-        return 2
-    base = f"http://{args.host}:{server.port}"
+        return None
+
+
+def _announce(args: argparse.Namespace, app: Flask, port: int) -> None:
+    """Say where the mock listens and what it serves."""
+    base = f"http://{args.host}:{port}"
     users = app.extensions["cumulonimbus"].backend.users.values()
     print(f"cumulonimbus-mock listening on {base} (bound to {args.host} only)", flush=True)
     print(f"  API:     {base}/api", flush=True)
@@ -164,6 +186,10 @@ def _serve(argv: list[str]) -> int:
         print(f"  workers: {args.workers}, state in Redis at {args.redis}", flush=True)
     if args.state:
         print(f"  state:   {args.state} (users, sessions, switches, signing key)", flush=True)
+
+
+def _run(server: Any, writer: Any) -> None:
+    """Serve until Ctrl-C or SIGTERM, then write the state file a last time."""
     # SIGTERM ends the server like Ctrl-C does, so the state file gets its last write.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
@@ -174,7 +200,6 @@ def _serve(argv: list[str]) -> int:
         server.server_close()
         if writer is not None:
             writer.stop()
-    return 0
 
 
 def _totp(argv: list[str]) -> int:
