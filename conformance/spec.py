@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 
 SPEC_NAME = "sessions.yaml"
-CONTROL_SPEC_NAME = "control.yaml"
+# The rules for the x- extensions, shipped beside the spec; the mock applies the same file.
+EXTENSIONS_SCHEMA = "extensions.schema.json"
 BROWSER_SESSION_ONLY = "BROWSER_SESSION_ONLY"
 
 
@@ -34,6 +38,46 @@ def spec_dir() -> Path:
 
 def spec_path(name: str = SPEC_NAME) -> Path:
     return spec_dir() / name
+
+
+class SpecError(ValueError):
+    """A spec the suite cannot judge by: it breaks ``extensions.schema.json``, or an
+    operation names a scope or kill switch the spec does not define."""
+
+
+def check_extensions(raw: dict[str, Any]) -> None:
+    """Refuse a spec whose `x-` extensions break `extensions.schema.json` (the same rules
+    the mock applies), so the suite never fills in a default the mock would refuse."""
+    with spec_path(EXTENSIONS_SCHEMA).open(encoding="utf-8") as fh:
+        validator = Draft202012Validator(json.load(fh))
+    errors = sorted(map(_deepest, validator.iter_errors(raw)), key=_where)
+    problems = [f"{_where(e) or '(root)'}: {e.message}" for e in errors]
+    if not errors:
+        components = raw["components"]
+        scopes = {*components["x-permission-flags"], BROWSER_SESSION_ONLY}
+        for path, item in raw["paths"].items():
+            for method in set(METHODS) & set(item):
+                op, where = item[method], f"paths.{path}.{method}"
+                if op["x-scope"] is not None and op["x-scope"] not in scopes:
+                    problems.append(f"{where}.x-scope: unknown scope {op['x-scope']!r}")
+                problems += [
+                    f"{where}.x-kill-switches: unknown kill switch {name!r}"
+                    for name in op["x-kill-switches"]
+                    if name not in components["x-kill-switches"]
+                ]
+    if problems:
+        raise SpecError(f"the spec breaks {EXTENSIONS_SCHEMA}: " + "; ".join(problems[:10]))
+
+
+def _where(error: ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path)
+
+
+def _deepest(error: ValidationError) -> ValidationError:
+    # "not valid under any of the given schemas" says little; the deepest miss says more.
+    while error.context:
+        error = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
+    return error
 
 
 def _resolve(node: Any, root: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
@@ -114,7 +158,6 @@ class Operation:
     reverification: str
     parameters: tuple[Parameter, ...]
     body_schema: dict[str, Any] | None
-    body_required: bool
     responses: dict[str, dict[str, Any]] = field(repr=False)
 
     def __str__(self) -> str:
@@ -202,7 +245,6 @@ class Spec:
     kill_switches: dict[str, int]
     rate_limits: dict[str, RateLimit]
     burst: tuple[int, float]
-    policy_order: tuple[str, ...]
     token_lifetimes: dict[str, int]
 
     def operation(self, operation_id: str) -> Operation:
@@ -230,9 +272,6 @@ class Spec:
                         statuses.add(status)
         return codes
 
-    def flag_names(self, mask: int) -> list[str]:
-        return [name for name, bit in self.permission_flags.items() if mask & bit]
-
 
 def _alternatives(schema: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not schema:
@@ -256,15 +295,14 @@ def _operation(path: str, method: str, data: dict[str, Any], path_params: list) 
         id=data["operationId"],
         method=method.upper(),
         path=path,
-        authentication=data.get("x-authentication", "required"),
-        scope=data.get("x-scope"),
-        staff_only=bool(data.get("x-staff-only", False)),
-        kill_switches=tuple(data.get("x-kill-switches") or ()),
-        rate_limit=RateLimit.from_spec(data.get("x-rate-limit")),
-        reverification=data.get("x-identity-reverification", "none"),
+        authentication=data["x-authentication"],
+        scope=data["x-scope"],
+        staff_only=bool(data["x-staff-only"]),
+        kill_switches=tuple(data["x-kill-switches"]),
+        rate_limit=RateLimit.from_spec(data["x-rate-limit"]),
+        reverification=data["x-identity-reverification"],
         parameters=tuple(params.values()),
         body_schema=body_schema,
-        body_required=bool(body and body.get("required")),
         responses=data.get("responses", {}),
     )
 
@@ -273,6 +311,7 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
 def parse_spec(raw: dict[str, Any]) -> Spec:
+    check_extensions(raw)
     document = _resolve(copy.deepcopy(raw), raw)
     operations = []
     for path, item in document.get("paths", {}).items():
@@ -281,22 +320,21 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
                 operations.append(
                     _operation(path, method, item[method], item.get("parameters", []))
                 )
-    components = document.get("components", {})
+    components = document["components"]
     limits = {
         name: RateLimit.from_spec(value)
-        for name, value in components.get("x-rate-limits", {}).items()
+        for name, value in components["x-rate-limits"].items()
         if name != "burst"
     }
-    burst = components.get("x-rate-limits", {}).get("burst", {"limit": 3, "window": 1})
+    burst = components["x-rate-limits"]["burst"]
     return Spec(
         document=document,
         operations=tuple(operations),
-        permission_flags=dict(components.get("x-permission-flags", {})),
-        kill_switches=dict(components.get("x-kill-switches", {})),
+        permission_flags=dict(components["x-permission-flags"]),
+        kill_switches=dict(components["x-kill-switches"]),
         rate_limits={k: v for k, v in limits.items() if v is not None},
         burst=(int(burst["limit"]), float(burst["window"])),
-        policy_order=tuple(components.get("x-policy-order", ())),
-        token_lifetimes=dict(components.get("x-token-lifetimes", {})),
+        token_lifetimes=dict(components["x-token-lifetimes"]),
     )
 
 

@@ -11,12 +11,15 @@ hand-written route table::
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, Rule
 
@@ -30,6 +33,8 @@ POLICY_EXTENSIONS = (
 )
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 BROWSER_SESSION_ONLY = "BROWSER_SESSION_ONLY"
+# The rules for the x- extensions, shipped beside the spec; the suite applies the same file.
+EXTENSIONS_SCHEMA = "extensions.schema.json"
 # Routed paths remembered; forgotten all at once when full.
 MATCHES_KEPT = 4096
 
@@ -59,9 +64,8 @@ class Limit:
     literal_routes: frozenset[str] = frozenset()
 
     @classmethod
-    def from_spec(cls, data: dict[str, Any], *, route_required: bool = True) -> Limit:
-        if route_required and "route" not in data:
-            raise ValueError(f"x-rate-limit {data} names no route (its bucket)")
+    def from_spec(cls, data: dict[str, Any]) -> Limit:
+        """A limiter as ``extensions.schema.json`` allows it (the global one has no route)."""
         return cls(
             limit=int(data["limit"]),
             window=float(data["window"]),
@@ -107,14 +111,71 @@ class _PatternConverter(BaseConverter):
         self.regex = pattern.removeprefix("^").removesuffix("$")
 
 
+class SpecError(ValueError):
+    """A spec the mock cannot serve: it breaks ``extensions.schema.json``, or an operation
+    names a scope or kill switch the spec does not define."""
+
+
+@functools.cache
+def _extensions_validator() -> Draft202012Validator:
+    with (spec_dir() / EXTENSIONS_SCHEMA).open(encoding="utf-8") as handle:
+        return Draft202012Validator(json.load(handle))
+
+
+def check_extensions(document: dict[str, Any]) -> None:
+    """Refuse a spec whose ``x-`` extensions break ``extensions.schema.json``, or name a
+    scope or kill switch that ``components`` does not define."""
+    errors = sorted(map(_deepest, _extensions_validator().iter_errors(document)), key=_where)
+    problems = [f"{_where(e) or '(root)'}: {e.message}" for e in errors]
+    if not errors:
+        problems = _unknown_names(document)
+    if problems:
+        raise SpecError(f"the spec breaks {EXTENSIONS_SCHEMA}: " + "; ".join(problems[:10]))
+
+
+def _unknown_names(document: dict[str, Any]) -> list[str]:
+    components = document["components"]
+    scopes = {*components["x-permission-flags"], BROWSER_SESSION_ONLY}
+    problems = []
+    for path, method, operation in _operations(document):
+        where = f"paths.{path}.{method}"
+        if operation["x-scope"] is not None and operation["x-scope"] not in scopes:
+            problems.append(f"{where}.x-scope: unknown scope {operation['x-scope']!r}")
+        for name in operation["x-kill-switches"]:
+            if name not in components["x-kill-switches"]:
+                problems.append(f"{where}.x-kill-switches: unknown kill switch {name!r}")
+    return problems
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, item[method])
+        for path, item in document["paths"].items()
+        for method in HTTP_METHODS
+        if method in item
+    ]
+
+
+def _where(error: ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path)
+
+
+def _deepest(error: ValidationError) -> ValidationError:
+    # "not valid under any of the given schemas" says little; the deepest miss says more.
+    while error.context:
+        error = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
+    return error
+
+
 class Spec:
     def __init__(self, document: dict[str, Any], prefix: str = "/api") -> None:
+        check_extensions(document)
         self.document = document
-        components = document.get("components", {})
+        components = document["components"]
         self.permission_flags: dict[str, int] = dict(components["x-permission-flags"])
         self.kill_switch_ids: dict[str, int] = dict(components["x-kill-switches"])
         limits = components["x-rate-limits"]
-        self.global_limit = Limit.from_spec(limits["global"], route_required=False)
+        self.global_limit = Limit.from_spec(limits["global"])
         self.burst_limit = int(limits["burst"]["limit"])
         self.burst_window = float(limits["burst"]["window"])
         self.lifetimes: dict[str, int] = dict(components["x-token-lifetimes"])
@@ -156,9 +217,6 @@ class Spec:
     def _operation(
         self, path: str, method: str, data: dict[str, Any], shared: list[dict[str, Any]]
     ) -> Operation:
-        missing = [ext for ext in POLICY_EXTENSIONS if ext not in data]
-        if missing:
-            raise ValueError(f"{method.upper()} {path} does not declare {', '.join(missing)}")
         params = [self.resolve(p) for p in shared + data.get("parameters", [])]
         limit = data["x-rate-limit"]
         return Operation(
