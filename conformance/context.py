@@ -79,7 +79,6 @@ class Context:
         self._browser: dict[str, Token] = {}
         self._scoped: dict[tuple[str, int, bool], Token] = {}
         self.created: list[Token] = []
-        self._switch_driver: str | None = None
         self._banned_token: str | None = None
 
     # Accounts ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ RATELIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"
 
 
 @functools.cache
-def _validator(schema_key: str, schema_json: str) -> jsonschema.protocols.Validator:
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
     import json
 
     schema = json.loads(schema_json)
@@ -35,7 +35,7 @@ def validate(schema: dict[str, Any], instance: Any) -> list[str]:
     import json
 
     text = json.dumps(schema, sort_keys=True, default=str)
-    validator = _validator(text[:64], text)
+    validator = _validator(text)
     return [
         f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
         for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))

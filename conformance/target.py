@@ -161,9 +161,6 @@ class Control:
         self.call("PATCH", f"/users/{account.username}", {"banned": True})
         account.banned = True
 
-    def clear_rate_limits(self) -> None:
-        self.call("DELETE", "/ratelimits")
-
 
 @dataclass
 class Target:
