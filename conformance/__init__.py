@@ -3,4 +3,10 @@
 It judges any server from the outside, from `openapi/sessions.yaml` alone.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+# The version lives once, in pyproject.toml; the installed distribution's metadata has it.
+try:
+    __version__ = version("cumulonimbus-contract")
+except PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"

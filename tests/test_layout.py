@@ -132,3 +132,14 @@ def test_neither_package_imports_the_other(package: str, other: str) -> None:
 def test_a_cycle_through_a_function_level_import_is_found() -> None:
     # The detector itself: app -> api at module level, api -> app inside a function.
     assert _cycles({"m.app": {"m.api"}, "m.api": {"m.app"}, "m.x": set()}) == [["m.api", "m.app"]]
+
+
+def test_the_version_is_written_once_in_pyproject() -> None:
+    import tomllib
+
+    import conformance
+    import mockserver
+
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        declared = tomllib.load(handle)["project"]["version"]
+    assert mockserver.__version__ == conformance.__version__ == declared
