@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,44 +15,9 @@ from mockserver.cli import main
 from mockserver.secondfactor import totp_code
 from mockserver.seed import BOB_TOTP_SECRET
 
+from .helpers import start_mock, stop
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_mock(*args: str) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mockserver", "--port", str(port), "--quiet", "--strict", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            stop(process)
-            raise AssertionError(f"the mock exited: {output}")
-        try:
-            requests.get(base + "/api/", timeout=1)
-            return process, base
-        except requests.ConnectionError:
-            time.sleep(0.05)  # waiting for a process to bind, not for the clock
-    stop(process)
-    raise AssertionError("the mock did not start within 30 s")
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    process.wait(timeout=10)
-    if process.stdout:
-        process.stdout.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from mockserver.models import Backend
 from mockserver.spec import load_spec
 
 from .conftest import Api, assert_error
-from .test_staff import staff_login
+from .helpers import staff_login
 
 SPEC = load_spec()
 NAMES = {v: k for k, v in SPEC.kill_switch_ids.items()}

@@ -143,3 +143,14 @@ def test_the_version_is_written_once_in_pyproject() -> None:
     with (ROOT / "pyproject.toml").open("rb") as handle:
         declared = tomllib.load(handle)["project"]["version"]
     assert mockserver.__version__ == conformance.__version__ == declared
+
+
+def test_no_test_module_imports_another() -> None:
+    # Shared helpers live in conftest.py, helpers.py or harness.py, never in a test module.
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {target}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for target in sorted(_imports(path))
+        if target.startswith("tests.") and target.rpartition(".")[2].startswith("test_")
+    ]
+    assert offenders == []

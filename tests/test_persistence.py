@@ -13,7 +13,7 @@ from mockserver.cli import main
 from mockserver.clock import Clock
 from mockserver.persistence import StateFileError
 
-from .test_cli import start_mock, stop
+from .helpers import start_mock, stop
 
 
 def make(path: Path, clock: Clock):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from werkzeug.test import Client
 
 from mockserver.app import create_app
 
-from .test_cli import free_port, start_mock, stop
+from .helpers import free_port, start_mock, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from mockserver.clock import Clock
 from mockserver.models import Backend
 
 from .conftest import Api, assert_error
-from .test_secondfactor import challenge
+from .helpers import challenge
 
 BACKUP = "00112233445566778899"
 

@@ -12,16 +12,9 @@ from mockserver.secondfactor import hash_backup_code, totp_code, verify_totp
 from mockserver.seed import BOB_TOTP_SECRET
 
 from .conftest import Api, assert_error
+from .helpers import challenge
 
 BACKUP = "0123456789abcdef0123"
-
-
-def challenge(api: Api, username: str = "bob") -> dict:
-    response = api.call("POST", "/login", json={"username": username, "password": "password"})
-    assert_error(
-        response, 401, "SECOND_FACTOR_CHALLENGE_REQUIRED_ERROR", "Second Factor Challenge Required"
-    )
-    return dict(response.json)
 
 
 def answer(api: Api, token: str, kind: str, code: str | None, **body: object):  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .test_cli import free_port, start_mock, stop
+from .helpers import free_port, start_mock, stop
 
 TIMEOUT = 2.0  # the mock's --read-timeout in these tests
 

@@ -11,17 +11,9 @@ from mockserver.seed import CAROL_TOTP_SECRET
 from mockserver.spec import load_spec
 
 from .conftest import Api, assert_error
+from .helpers import staff_login
 
 STAFF_OPS = [op for op in load_spec().operations.values() if op.staff_only]
-
-
-def staff_login(api: Api, clock: Clock, username: str = "carol") -> str:
-    challenge = api.call("POST", "/login", json={"username": username, "password": "password"}).json
-    code = totp_code(CAROL_TOTP_SECRET, clock.now())
-    answer = {"token": challenge["token"], "type": "totp", "code": code}
-    response = api.call("POST", "/login", json={"2fa": answer})
-    assert response.status_code == 201, response.json
-    return str(response.json["token"])
 
 
 def request_for(op, uid: str, sid: str = "1000000000") -> tuple[str, str, dict | None]:  # type: ignore[no-untyped-def]

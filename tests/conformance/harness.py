@@ -134,6 +134,14 @@ def set_body(response: Response, body: Any) -> None:
     response.set_data(json.dumps(body))
 
 
+def oldest_first(seen: Seen, response: Response, ledger: Ledger) -> None:
+    """A breakage several tests share: session lists come oldest first (paging.order)."""
+    body = body_of(response)
+    listed = seen.method == "GET" and seen.path.endswith("/sessions")
+    if listed and response.status_code == 200 and isinstance(body, dict) and "items" in body:
+        set_body(response, {**body, "items": list(reversed(body["items"]))})
+
+
 RequestHook = Callable[[Seen, Ledger], Response | None]
 ResponseHook = Callable[[Seen, Response, Ledger], Response | None]
 

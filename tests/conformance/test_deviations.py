@@ -7,17 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.wrappers import Response
 
 from tests.conformance.harness import (
     Broken,
-    Ledger,
-    Seen,
     SuiteRun,
-    body_of,
+    oldest_first,
     run_suite,
     serve,
-    set_body,
 )
 
 ENTRY = "- check: paging.order\n  operation: getUserSessions\n  reason: issue 99\n"
@@ -29,13 +25,6 @@ def _deviations(tmp_path: Path, text: str) -> str:
     path = tmp_path / "deviations.yaml"
     path.write_text(text)
     return str(path)
-
-
-def _oldest_first(seen: Seen, response: Response, ledger: Ledger) -> None:
-    body = body_of(response)
-    listed = seen.method == "GET" and seen.path.endswith("/sessions")
-    if listed and response.status_code == 200 and isinstance(body, dict) and "items" in body:
-        set_body(response, {**body, "items": list(reversed(body["items"]))})
 
 
 # The file ----------------------------------------------------------------------------------
@@ -89,7 +78,7 @@ def test_strict_mode_fails_the_run_when_a_deviation_no_longer_happens(
 def test_strict_mode_passes_while_the_deviation_happens(mock_app: Any, tmp_path: Path) -> None:
     deviations = _deviations(tmp_path, ENTRY)
     result = _run(
-        Broken(mock_app, response=_oldest_first),
+        Broken(mock_app, response=oldest_first),
         tmp_path,
         deviations,
         "-k",

@@ -19,6 +19,7 @@ from tests.conformance.harness import (
     Seen,
     SuiteRun,
     body_of,
+    oldest_first,
     run_suite,
     serve,
     set_body,
@@ -110,19 +111,12 @@ def test_show_secrets_shows_them(tmp_path: Path) -> None:
 # JSON report and summary table -----------------------------------------------------------
 
 
-def _oldest_first(seen: Seen, response: Response, ledger: Ledger) -> None:
-    body = body_of(response)
-    listed = seen.method == "GET" and seen.path.endswith("/sessions")
-    if listed and response.status_code == 200 and isinstance(body, dict) and "items" in body:
-        set_body(response, {**body, "items": list(reversed(body["items"]))})
-
-
 @pytest.fixture(scope="module")
 def paging_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteRun, dict[str, Any]]:
     """Only paging.order on the staff list, which lists oldest first."""
     tmp_path = tmp_path_factory.mktemp("paging")
     report_json = tmp_path / "report.json"
-    with serve(Broken(create_app(), response=_oldest_first)) as base_url:
+    with serve(Broken(create_app(), response=oldest_first)) as base_url:
         result = run_suite(
             base_url,
             tmp_path,

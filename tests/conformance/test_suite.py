@@ -10,8 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conformance.harness import REPO, Broken, body_of, run_suite, serve, set_body
-from tests.conformance.test_breakages import oldest_first
+from tests.conformance.harness import (
+    REPO,
+    Broken,
+    body_of,
+    oldest_first,
+    run_suite,
+    serve,
+    set_body,
+)
 
 
 def test_passes_against_the_mock(mock_app: Any, tmp_path: Path) -> None:
