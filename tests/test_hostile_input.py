@@ -259,3 +259,39 @@ def test_leftovers_of_an_interrupted_write_are_removed(tmp_path: Path, clock: Cl
     app.extensions["cumulonimbus"].writer.stop()
     assert not any(file.exists() for file in leftovers)
     assert keep.exists()
+
+
+def test_lone_surrogates_in_strings_are_no_500(api: Api) -> None:
+    token = api.login()
+    body = '{"name": "\\ud800", "permissionFlags": 1, "password": "password"}'
+    created = api.call(
+        "POST", "/users/me/sessions", token, data=body, content_type="application/json"
+    )
+    assert created.status_code == 201
+    assert api.call("GET", "/users/me/sessions", token).status_code == 200
+    login = '{"username": "alice", "password": "\\ud800"}'
+    response = api.fresh_ip().call("POST", "/login", data=login, content_type="application/json")
+    assert_error(response, 404, "INVALID_USER_ERROR", "Invalid User")
+
+
+def test_an_oversized_body_is_refused_before_the_operation_runs(api: Api) -> None:
+    token = api.login()
+    response = api.call(
+        "DELETE",
+        "/users/me/sessions/me",
+        token,
+        data="x" * (1024 * 1024 + 10),
+        content_type="text/plain",
+    )
+    assert_error(response, 413, "BODY_TOO_LARGE_ERROR", "Body Too Large")
+    assert api.call("GET", "/users/me/sessions/me", token).status_code == 200
+
+
+def test_a_body_cut_short_is_a_400_not_a_500(api: Api) -> None:
+    response = api.call(
+        "POST", "/login", data='{"username": "alice"', content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": "500"},
+    )  # fmt: skip
+    assert_error(
+        response, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["username", "password"]
+    )

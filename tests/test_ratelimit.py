@@ -174,3 +174,17 @@ def test_twenty_simultaneous_logins_let_exactly_three_through_then_one_more(
         attempt(later)
         clock.advance(1.5)
     assert later == [201, 429, 429]
+
+
+def test_too_many_ids_is_a_validation_answer_before_the_route_limit(api: Api) -> None:
+    token = api.login()
+    api.pace = 0
+    for _ in range(3):
+        api.call("DELETE", "/users/me/sessions", token, json={"ids": []})
+    blocked = api.call("DELETE", "/users/me/sessions", token, json={"ids": []})
+    assert blocked.status_code == 429  # the route's burst is used up ...
+    ids = [str(1_000_000_000 + i) for i in range(51)]
+    response = api.call("DELETE", "/users/me/sessions", token, json={"ids": ids})
+    assert_error(
+        response, 400, "BODY_TOO_LARGE_ERROR", "Body Too Large"
+    )  # ... validation comes first

@@ -107,3 +107,16 @@ def test_scoped_session_reads_its_own_flags(api: Api) -> None:
     scoped = api.scoped(api.login(), FLAGS["SESSION_READ"])
     body = api.call("GET", "/users/me/sessions/me", scoped).json
     assert body["permissionFlags"] == FLAGS["SESSION_READ"]
+
+
+def test_an_integral_float_permission_flags_is_stored_as_an_integer(api: Api) -> None:
+    token = api.login()
+    body = '{"name": "n", "permissionFlags": 32.0, "password": "password"}'
+    created = api.call(
+        "POST", "/users/me/sessions", token, data=body, content_type="application/json"
+    )
+    assert created.status_code == 201
+    assert created.json["permissionFlags"] == 32 and isinstance(
+        created.json["permissionFlags"], int
+    )
+    assert api.call("GET", "/users/me/sessions", created.json["token"]).status_code == 200

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from mockserver.clock import Clock
+from mockserver.models import Backend
 from mockserver.secondfactor import hash_backup_code, totp_code, verify_totp
 from mockserver.seed import BOB_TOTP_SECRET
 
@@ -15,6 +16,7 @@ from .conftest import Api, assert_error
 from .helpers import challenge
 
 BACKUP = "0123456789abcdef0123"
+SECOND_BACKUP = "00112233445566778899"  # bob's second code
 
 
 def answer(api: Api, token: str, kind: str, code: str | None, **body: object):  # type: ignore[no-untyped-def]
@@ -147,3 +149,52 @@ def test_scoped_session_creation_with_second_factor(api: Api, clock: Clock) -> N
     second_factor = {"token": first.json["token"], "type": "backup", "code": BACKUP}
     created = api.call("POST", "/users/me/sessions", session, json={**body, "2fa": second_factor})
     assert created.status_code == 201
+
+
+def test_a_backup_code_is_not_spent_by_a_request_that_fails(api: Api, backend: Backend) -> None:
+    bob = backend.find_user("bob")
+    assert bob is not None
+    first = challenge(api)["token"]
+    session = api.call(
+        "POST", "/login", json={"2fa": {"token": first, "type": "backup", "code": SECOND_BACKUP}}
+    )
+    token = session.json["token"]
+    codes = len(bob.backup_codes)
+    asked = api.call(
+        "POST",
+        "/users/me/sessions",
+        token,
+        json={"password": "password", "name": "x", "permissionFlags": 1},
+    )
+    answer = {"token": asked.json["token"], "type": "backup", "code": "a1b2c3d4e5f6a7b8c9d0"}
+    failed = api.call("POST", "/users/me/sessions", token, json={"2fa": answer})  # no name
+    assert_error(
+        failed, 400, "MISSING_FIELDS_ERROR", "Missing Fields", fields=["name", "permissionFlags"]
+    )
+    assert len(bob.backup_codes) == codes
+    done = api.call(
+        "POST", "/users/me/sessions", token, json={"2fa": answer, "name": "x", "permissionFlags": 1}
+    )
+    assert done.status_code == 201
+    assert len(bob.backup_codes) == codes - 1
+
+
+def test_a_webauthn_answer_for_a_user_without_webauthn_is_a_method_error(api: Api) -> None:
+    token = challenge(api)["token"]
+    response = api.call(
+        "POST", "/login", json={"2fa": {"token": token, "type": "webauthn", "code": {"id": "x"}}}
+    )
+    assert_error(
+        response, 400, "INVALID_SECOND_FACTOR_METHOD_ERROR", "Invalid Second Factor Method"
+    )
+
+
+def test_a_user_banned_after_the_challenge_gets_no_session(
+    api: Api, backend: Backend, clock: Clock
+) -> None:
+    token = challenge(api)["token"]
+    backend.find_user("bob").banned = True  # type: ignore[union-attr]
+    response = api.call(
+        "POST", "/login", json={"2fa": {"token": token, "type": "backup", "code": SECOND_BACKUP}}
+    )
+    assert_error(response, 403, "BANNED_ERROR", "Banned")

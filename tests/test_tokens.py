@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
@@ -143,3 +144,17 @@ def test_iat_in_the_future_is_anonymous(api: Api, backend: Backend) -> None:
     claims["iat"] += 3600
     claims["exp"] += 3600
     assert_anonymous(api, backend.signer.sign(claims))
+
+
+def test_a_token_from_before_a_reset_never_works_after_it(app: Flask, api: Api) -> None:
+    api.pace = 0
+    before = api.login()
+    assert api.call("DELETE", "/users/me/sessions/me", before).status_code == 200
+    app.test_client().post("/_mock/reset")
+    api.login()  # same user, same second: the same sub, iat and exp as the revoked token
+    assert_error(
+        api.call("GET", "/users/me/sessions/me", before),
+        401,
+        "INVALID_SESSION_ERROR",
+        "Invalid Session",
+    )
