@@ -8,7 +8,8 @@ unknown step, leaves one out, or puts a step that needs the operation before rou
     status, body = pipeline.run(call, backend)
 
 Each step reads its settings from the operation's ``x-`` extensions and raises an API
-error to refuse. The steps, in the order the service applies them (contract §4, §5, §8.10):
+error to refuse. The steps, in the order the service applies them (the spec's "Policies"
+and "Decisions" say why):
 
 - ``global-rate-limit``: hold the request against the global bucket (IP, user);
 - ``global-kill-switch``: GLOBAL answers 503 before anything else, unknown paths too;

@@ -167,7 +167,8 @@ class SpecValidator:
 
     def _reference_param_fields(self, op: Operation, request: _Request) -> list[str]:
         # openapi-core casts integers with int(), which also takes "5_0", "+5", " 5" and
-        # digits of other scripts; the API takes ASCII digits only (contract decision 9).
+        # digits of other scripts; the API takes ASCII digits only (the spec's `limit` and
+        # `offset` say so).
         query = request.parameters.query
         fields = [
             name

@@ -9,7 +9,8 @@ from openapi_spec_validator.readers import read_from_filename
 
 from mockserver.spec import HTTP_METHODS, POLICY_EXTENSIONS, load_document, load_spec, spec_dir
 
-# The contract's table (section 1), row by row: scope, staff, kill switches, route limit.
+# The session API's policy table, row by row, written out by hand so that a change to the
+# spec's x- extensions must be made twice on purpose: scope, staff, kill switches, route limit.
 CONTRACT = {
     ("POST", "/login"): (None, False, ["ACCOUNT_LOGIN"], (4, 300)),
     ("POST", "/users/me/sessions"): (

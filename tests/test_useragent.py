@@ -26,7 +26,7 @@ ANDROID = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Ge
 HOSTILE = "Version/1 " * 40000
 
 NAMES = [
-    # The contract's examples (section 7), the first also observed live (row 79).
+    # Worked examples of session names, the first also observed live (row 79).
     pytest.param(CHROME_WINDOWS, "Chrome v120 on Windows v10", id="contract-chrome-windows"),
     pytest.param(
         "python-requests/2.31.0", "Python Requests v2 on an Unknown OS", id="contract-requests"

@@ -77,7 +77,7 @@ def test_each_row_is_listed_once_and_exists() -> None:
 def render_table() -> str:
     """The README's table of deliberate differences, made from ``differences.yaml``."""
     lines = [
-        "| contract decision | the mock | the service (5.3.0) | observed rows |",
+        "| decision | the mock | the service (5.3.0) | observed rows |",
         "|---|---|---|---|",
     ]
     for d in DIFFERENCES:
