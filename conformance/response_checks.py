@@ -238,7 +238,7 @@ def code_matches_status(ctx: Any, op: Operation, exchange: Exchange) -> None:
 def probes(ctx: Any, op: Operation) -> list[tuple[str, Exchange]]:
     """A few representative requests for `op`: valid, anonymous, non-staff, invalid input.
     Cached per operation, so every response check judges the same exchanges."""
-    cache = ctx.__dict__.setdefault("_probes", {})
+    cache: dict[str, list[tuple[str, Exchange]]] = ctx.__dict__.setdefault("_probes", {})
     if op.id in cache:
         return cache[op.id]
     from conformance.client import NO_BODY

@@ -192,7 +192,8 @@ class Operation:
         return None if media is None else media.get("schema")
 
     def body_properties(self) -> dict[str, Any]:
-        return (self.body_schema or {}).get("properties", {})
+        properties: dict[str, Any] = (self.body_schema or {}).get("properties", {})
+        return properties
 
     @property
     def issues_tokens(self) -> bool:
@@ -282,7 +283,9 @@ def _alternatives(schema: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [schema]
 
 
-def _operation(path: str, method: str, data: dict[str, Any], path_params: list) -> Operation:
+def _operation(
+    path: str, method: str, data: dict[str, Any], path_params: list[dict[str, Any]]
+) -> Operation:
     params: dict[tuple[str, str], Parameter] = {}
     for raw in [*path_params, *data.get("parameters", [])]:
         p = Parameter(raw["name"], raw["in"], bool(raw.get("required")), raw.get("schema", {}))
@@ -340,7 +343,8 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
 
 def load_raw(name: str = SPEC_NAME) -> dict[str, Any]:
     with spec_path(name).open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        raw: dict[str, Any] = yaml.safe_load(fh)
+        return raw
 
 
 @functools.cache
