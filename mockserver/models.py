@@ -1,4 +1,5 @@
-"""The mock's state and rules: users, sessions, kill switches, tokens, second factors.
+"""The mock's state and rules: users, sessions, kill switches, tokens, second factors and
+the rate limiter the pipeline counts through.
 
 One :class:`Backend` holds everything; :meth:`Backend.reset` re-runs the same set-up as
 ``__init__``, so a reset can never drift from a fresh start. Nothing here knows about

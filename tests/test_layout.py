@@ -154,3 +154,25 @@ def test_no_test_module_imports_another() -> None:
         if target.startswith("tests.") and target.rpartition(".")[2].startswith("test_")
     ]
     assert offenders == []
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Development") :]
+    missing = [
+        f"{package}/{path.name}"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).glob("*.py"))
+        if path.name != "__init__.py" and path.name not in layout
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_module_opens_with_what_it_owns(package: str) -> None:
+    undocumented = [
+        path.name
+        for path in sorted((ROOT / package).glob("*.py"))
+        if not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert undocumented == []
