@@ -20,8 +20,9 @@ from .api import API_METHODS, ApiFastPath, dispatch
 from .clock import Clock
 from .httpio import CACHE_CONTROL, error_response, finish_headers
 from .journal import Journal
-from .models import Backend, SeedUser
+from .models import Backend
 from .policies import Context, build_pipeline
+from .records import SeedUser
 from .seed import demo_users
 from .spec import load_spec
 from .state import EXTENSION, MockState, mock_state

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .models import SeedUser
+from .records import SeedUser
 from .secondfactor import totp_code
 from .serving import READ_TIMEOUT
 

@@ -25,7 +25,7 @@ from . import exceptions as err
 from .clock import Clock
 from .httpio import json_response
 from .inputs import decimal, parse_json
-from .models import SeedUser, iso
+from .records import SeedUser, iso
 from .state import mock_state
 
 blueprint = Blueprint("control", __name__, url_prefix="/_mock")

@@ -11,9 +11,6 @@ HTTP; the views call these methods and render what they return or raise::
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import hmac
 import itertools
 import math
 import secrets
@@ -21,14 +18,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from typing import Any
 
 from . import exceptions as err
-from .clock import MAX_EPOCH, Clock
+from .clock import Clock
 from .ratelimit import Limiter, RateLimiter, Ticket
-from .secondfactor import decode_secret, hash_backup_code, new_backup_codes, verify_totp
+from .records import Identity, SeedUser, Session, User, hash_password
+from .secondfactor import hash_backup_code, new_backup_codes, verify_totp
+from .snapshot import expect, expect_id, restore_signer, restore_user
 from .spec import Limit, Spec
 from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
 
@@ -36,159 +33,6 @@ from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
 SEED_ID_BASE = 1647015028626
 # Users whose expired sessions each API request drops (see Backend.prune_a_little).
 USERS_SWEPT_PER_REQUEST = 1
-
-
-@dataclass(frozen=True)
-class SeedUser:
-    username: str
-    password: str
-    staff: bool = False
-    banned: bool = False
-    totp_secret: str | None = None
-    backup_codes: tuple[str, ...] = ()
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SeedUser:
-        """From the seed file / control API form; raises ValueError with a clear message."""
-        if not isinstance(data, dict):
-            raise ValueError("a user must be an object")
-        unknown = set(data) - {
-            "username",
-            "password",
-            "staff",
-            "banned",
-            "totpSecret",
-            "backupCodes",
-        }
-        if unknown:
-            raise ValueError(f"unknown user fields: {', '.join(sorted(unknown))}")
-        username, password = data.get("username"), data.get("password")
-        if not isinstance(username, str) or not username.strip():
-            raise ValueError("username must be a non-empty string")
-        if not isinstance(password, str) or not password:
-            raise ValueError("password must be a non-empty string")
-        if len(username.strip()) > 64:
-            raise ValueError("username must be at most 64 characters")
-        for flag in ("staff", "banned"):
-            if not isinstance(data.get(flag, False), bool):
-                raise ValueError(f"{flag} must be true or false")
-        secret = data.get("totpSecret")
-        if secret is not None:
-            if not isinstance(secret, str):
-                raise ValueError("totpSecret must be a base32 string or null")
-            decode_secret(secret)
-        codes = data.get("backupCodes") or []
-        if not isinstance(codes, list) or not all(
-            isinstance(c, str) and len(c) == 20 and all(ch in "0123456789abcdef" for ch in c)
-            for c in codes
-        ):
-            raise ValueError("backupCodes must be a list of 20-character lowercase hex strings")
-        return cls(
-            username=username.strip(),
-            password=password,
-            staff=bool(data.get("staff", False)),
-            banned=bool(data.get("banned", False)),
-            totp_secret=secret,
-            backup_codes=tuple(codes),
-        )
-
-
-@dataclass
-class User:
-    id: str
-    username: str
-    password_hash: str
-    salt: str
-    staff: bool
-    banned: bool
-    totp_secret: str | None
-    backup_codes: set[str]  # SHA-512 hex digests
-    # Oldest first: ids only grow (see create_session), so newest-first is this reversed.
-    sessions: dict[str, Session] = field(default_factory=dict)
-    # The earliest exp among the sessions (inf with none): expired sessions are looked
-    # for only once one can be, so a user with 5,000 sessions costs nothing per request.
-    next_expiry: float = math.inf
-    # The newest session id ever issued: ids are never reused, or a new session could
-    # bring a revoked token (same sub, iat and exp) back to life.
-    last_session_id: int = 0
-
-    @property
-    def has_second_factor(self) -> bool:
-        return self.totp_secret is not None
-
-    @property
-    def second_factor_types(self) -> list[str]:
-        return ["totp", "backup"] if self.has_second_factor else []
-
-    def add_session(self, session: Session) -> None:
-        self.sessions[session.id] = session
-        self.next_expiry = min(self.next_expiry, session.exp)
-
-    def newest_first(self) -> list[Session]:
-        return list(reversed(self.sessions.values()))
-
-    def check_password(self, password: str) -> bool:
-        return hmac.compare_digest(self.password_hash, _hash_password(password, self.salt))
-
-    def to_control(self, now: float) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "username": self.username,
-            "staff": self.staff,
-            "banned": self.banned,
-            "secondFactors": self.second_factor_types,
-            "sessions": [
-                {"id": s.id, "name": s.name, "exp": s.exp, "permissionFlags": s.permission_flags}
-                for s in self.newest_first()
-                if s.exp > now
-            ],
-        }
-
-
-@dataclass
-class Session:
-    id: str
-    user_id: str
-    name: str
-    exp: int
-    permission_flags: int | None
-    created_at: float
-    updated_at: float
-    used_at: float | None = None
-
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "exp": self.exp,
-            "name": self.name,
-            "permissionFlags": self.permission_flags,
-            "usedAt": iso(self.used_at) if self.used_at is not None else None,
-            "createdAt": iso(self.created_at),
-            "updatedAt": iso(self.updated_at),
-        }
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who is calling: the user and the session their token belongs to."""
-
-    user: User
-    session: Session
-
-    @property
-    def scoped(self) -> bool:
-        return self.session.permission_flags is not None
-
-
-@functools.lru_cache(maxsize=4096)  # createdAt/updatedAt are formatted again and again
-def iso(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _hash_password(password: str, salt: str) -> str:
-    # surrogatepass: JSON can carry lone surrogates, which plain UTF-8 refuses.
-    return hashlib.sha256((salt + password).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class SharedState:
@@ -330,7 +174,7 @@ class Backend:
         user = User(
             id=user_id,
             username=seed.username,
-            password_hash=_hash_password(seed.password, salt),
+            password_hash=hash_password(seed.password, salt),
             salt=salt,
             staff=seed.staff,
             banned=seed.banned,
@@ -634,14 +478,14 @@ class Backend:
             raise ValueError(f"not a version {self.SNAPSHOT_VERSION} state snapshot")
         try:
             signer = restore_signer(data["signingKey"], data["issuer"])
-            raw_switches = _expect(data["killSwitches"], dict, "killSwitches")
+            raw_switches = expect(data["killSwitches"], dict, "killSwitches")
             switches = {
-                _expect_id(k, "kill switch id"): _expect(v, bool, f"kill switch {k}")
+                expect_id(k, "kill switch id"): expect(v, bool, f"kill switch {k}")
                 for k, v in raw_switches.items()
             }
             users: dict[str, User] = {}
-            for raw in _expect(data["users"], list, "users"):
-                user = restore_user(_expect(raw, dict, "a user"))
+            for raw in expect(data["users"], list, "users"):
+                user = restore_user(expect(raw, dict, "a user"))
                 if user.id in users:
                     raise ValueError(f"user id {user.id} appears twice")
                 users[user.id] = user
@@ -671,106 +515,3 @@ def user_snapshot(user: User) -> dict[str, Any]:
         "lastSessionId": user.last_session_id,
         "sessions": [dict(vars(s)) for s in user.sessions.values()],
     }
-
-
-def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
-    # bool is an int to isinstance; a number field holding true is as wrong as "never".
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise ValueError(f"{what} must be a number, not {value!r}")
-    if not isinstance(value, kind):
-        raise ValueError(f"state snapshot is malformed: {what} is {value!r}")
-    return value
-
-
-def _expect_id(value: Any, what: str) -> int:
-    text = str(_expect(value, (str, int), what))
-    if not (text.isascii() and text.isdigit() and len(text) <= 20):
-        raise ValueError(f"state snapshot is malformed: {what} {value!r} is not a number")
-    return int(text)
-
-
-def _expect_time(value: Any, what: str) -> float:
-    number = float(_expect(value, (int, float), what))
-    if not 0 <= number <= MAX_EPOCH:
-        raise ValueError(f"state snapshot is malformed: {what} {value!r} is out of range")
-    return number
-
-
-def _expect_exp(value: Any) -> int:
-    exp = int(_expect(value, int, "exp"))
-    if exp < 0:
-        raise ValueError(f"state snapshot is malformed: exp {value!r} is out of range")
-    return exp
-
-
-def restore_signer(key: Any, issuer: Any) -> TokenSigner:
-    try:
-        signer = TokenSigner.from_jwk(
-            _expect(key, dict, "signingKey"), _expect(issuer, str, "issuer")
-        )
-    except ValueError:
-        raise
-    except Exception as error:
-        raise ValueError(f"state snapshot's signing key cannot be used: {error}") from error
-    if not signer.key.is_private or signer.key.curve_name != "P-256":
-        raise ValueError("state snapshot's signing key must be a private P-256 key")
-    return signer
-
-
-def restore_user(raw: dict[str, Any]) -> User:
-    user_id = str(_expect_id(raw["id"], "user id"))
-    totp_secret = raw["totpSecret"]
-    if totp_secret is not None:
-        decode_secret(_expect(totp_secret, str, "totpSecret"))
-    digests = _expect(raw["backupCodeDigests"], list, "backupCodeDigests")
-    for digest in digests:
-        if not (isinstance(digest, str) and len(digest) == 128 and digest.isascii()):
-            raise ValueError("state snapshot is malformed: a backup code digest is not SHA-512")
-    username = _expect(raw["username"], str, "username")
-    if not username.strip():
-        raise ValueError("state snapshot is malformed: a username is empty")
-    user = User(
-        id=user_id,
-        username=username,
-        password_hash=_expect(raw["passwordHash"], str, "passwordHash"),
-        salt=_expect(raw["salt"], str, "salt"),
-        staff=_expect(raw["staff"], bool, "staff"),
-        banned=_expect(raw["banned"], bool, "banned"),
-        totp_secret=totp_secret,
-        backup_codes=set(digests),
-        last_session_id=_expect_id(raw["lastSessionId"], "lastSessionId"),
-    )
-    sessions = [
-        _restore_session(_expect(session, dict, "a session"), user_id)
-        for session in _expect(raw["sessions"], list, f"sessions of user {user_id}")
-    ]
-    for restored in sorted(sessions, key=lambda s: int(s.id)):  # oldest first, as kept
-        if restored.id in user.sessions:
-            raise ValueError(f"session id {restored.id} appears twice")
-        user.add_session(restored)
-        # Ids are never issued twice (see create_session), whatever the file says.
-        user.last_session_id = max(user.last_session_id, int(restored.id))
-    return user
-
-
-def _restore_session(raw: dict[str, Any], user_id: str) -> Session:
-    unknown = set(raw) - {f.name for f in fields(Session)}
-    if unknown:
-        raise ValueError(f"state snapshot is malformed: unknown session fields {sorted(unknown)}")
-    session_id = str(_expect_id(raw["id"], "session id"))
-    if str(raw["user_id"]) != user_id:
-        raise ValueError(f"state snapshot is malformed: session {session_id} is filed wrongly")
-    flags = raw["permission_flags"]
-    if flags is not None and not 0 <= _expect(flags, int, "permission_flags") < 2**32:
-        raise ValueError(f"state snapshot is malformed: permission_flags {flags!r}")
-    used_at = raw.get("used_at")
-    return Session(
-        id=session_id,
-        user_id=user_id,
-        name=_expect(raw["name"], str, "session name"),
-        exp=_expect_exp(raw["exp"]),
-        permission_flags=flags,
-        created_at=_expect_time(raw["created_at"], "created_at"),
-        updated_at=_expect_time(raw["updated_at"], "updated_at"),
-        used_at=None if used_at is None else _expect_time(used_at, "used_at"),
-    )

@@ -34,8 +34,9 @@ from typing import Any
 from werkzeug.datastructures import Headers, MultiDict
 
 from . import exceptions as err
-from .models import Backend, Identity
+from .models import Backend
 from .ratelimit import Ticket
+from .records import Identity
 from .spec import BROWSER_SESSION_ONLY, Operation, Spec
 from .validation import SpecValidator
 

@@ -47,8 +47,10 @@ import redis
 from . import exceptions as err
 from .clock import Clock
 from .journal import Journal, readable
-from .models import Backend, Session, SharedState, User, restore_signer, restore_user, user_snapshot
+from .models import Backend, SharedState, user_snapshot
 from .ratelimit import BucketKey, Ticket, headers_for, refusal
+from .records import Session, User
+from .snapshot import restore_signer, restore_user
 from .spec import Limit
 
 log = logging.getLogger("cumulonimbus-mock")

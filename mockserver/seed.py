@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .models import SeedUser
+from .records import SeedUser
 
 DEMO_PASSWORD = "password"
 # Fixed secrets and codes, so a person can follow the README by hand.

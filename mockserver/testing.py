@@ -26,7 +26,8 @@ from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .app import create_app
-from .models import Backend, SeedUser
+from .models import Backend
+from .records import SeedUser
 
 __all__ = ["ControlError", "MockControl", "MockServer", "SeedUser", "serve"]
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import exceptions as err
-from .models import Backend, User
+from .models import Backend
 from .policies import Call
+from .records import User
 from .useragent import session_name
 
 View = Callable[[Call, Backend], tuple[int, dict[str, Any]]]

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import Headers, MultiDict
 
 from mockserver.clock import Clock
-from mockserver.models import Backend, SeedUser
+from mockserver.models import Backend
+from mockserver.records import SeedUser
 from mockserver.spec import Operation, Spec, load_spec
 from mockserver.tokens import TokenSigner
 from mockserver.validation import SpecValidator

@@ -24,7 +24,7 @@ import yaml
 from flask import Flask
 
 from mockserver.clock import Clock
-from mockserver.models import SeedUser
+from mockserver.records import SeedUser
 from mockserver.secondfactor import totp_code
 
 HERE = Path(__file__).resolve().parent
