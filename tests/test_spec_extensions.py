@@ -90,3 +90,33 @@ def test_both_packages_ship_the_extension_schema_beside_the_spec() -> None:
     shipped = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
     assert shipped["openapi"] == "mockserver/openapi"  # the whole folder, schema included
     assert shipped["openapi/extensions.schema.json"] == "conformance/openapi/extensions.schema.json"
+
+
+def test_both_readers_read_every_policy_of_the_shipped_spec_alike() -> None:
+    document = load_document()
+    mock, suite = Spec(document), parse_spec(document)
+    names = {number: name for name, number in mock.kill_switch_ids.items()}
+    for op in suite.operations:
+        ours = mock.operations[op.id]
+        assert (op.method, op.path) == (ours.method, ours.path)
+        assert (op.authentication, op.scope, op.staff_only, op.reverification) == (
+            ours.authentication,
+            ours.scope,
+            ours.staff_only,
+            ours.reverification,
+        )
+        assert op.kill_switches == tuple(names[n] for n in ours.kill_switches)
+        limit, theirs = op.rate_limit, ours.rate_limit
+        assert (limit is None) == (theirs is None), op.id
+        if limit is not None and theirs is not None:
+            assert (limit.limit, limit.window, limit.route) == (
+                theirs.limit,
+                theirs.window,
+                theirs.route,
+            )
+            assert set(limit.ignore_statuses) == theirs.ignore_statuses
+            assert set(limit.ignore_codes) == theirs.ignore_codes
+            assert set(limit.literal_routes) == theirs.literal_routes
+    assert suite.burst == (mock.burst_limit, mock.burst_window)
+    assert suite.token_lifetimes == mock.lifetimes
+    assert len(suite.operations) == len(mock.operations)
