@@ -28,6 +28,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from .app import create_app
 from .models import Backend
 from .records import SeedUser
+from .state import EXTENSION, MockState
 
 __all__ = ["ControlError", "MockControl", "MockServer", "SeedUser", "serve"]
 
@@ -239,10 +240,11 @@ class MockServer:
         return self._control
 
     @property
-    def _state(self) -> Any:
+    def _state(self) -> MockState:
         if self.app is None:
             raise RuntimeError("the mock is not running")
-        return self.app.extensions["cumulonimbus"]
+        state: MockState = self.app.extensions[EXTENSION]
+        return state
 
     @property
     def backend(self) -> Backend:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from mockserver.models import SeedUser
+from mockserver.records import SeedUser
 from mockserver.testing import ControlError, MockControl, MockServer
 
 pytest_plugins = ["pytester"]
@@ -182,7 +182,7 @@ def test_overridden_options_reach_create_app(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
         import pytest
-        from mockserver.models import SeedUser
+        from mockserver.records import SeedUser
 
         @pytest.fixture
         def cumulonimbus_mock_options():
