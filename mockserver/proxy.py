@@ -417,7 +417,7 @@ class Proxy:
         spec: Spec | None = None,
         control_token: str | None = None,
     ) -> None:
-        from .app import CORS_HEADERS
+        from .httpio import CORS_HEADERS
 
         self.upstream = upstream
         self.pool = ConnectionPool(upstream)
@@ -563,7 +563,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self._stream(proxy, conn, response, record, chunked)
 
-    def _stream(
+    def _stream(  # noqa: PLR0912 - issue 16: one read-and-pass-on loop; split pending
         self,
         proxy: Proxy,
         conn: http.client.HTTPConnection,

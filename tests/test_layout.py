@@ -119,12 +119,19 @@ def test_the_known_cycle_edges_still_exist() -> None:
     assert [edge for edge in sorted(KNOWN_CYCLE_EDGES) if edge[1] not in graph[edge[0]]] == []
 
 
+# The one module allowed to join the two: the proxy (issue 17) judges live traffic with the
+# suite's own rules. It belongs in a package of its own (issue 16 follow-up), after which
+# this goes. The suite never imports the mock, without exception.
+BRIDGES = {"mockserver": frozenset({"proxy.py"})}
+
+
 @pytest.mark.parametrize(("package", "other"), [PACKAGES, PACKAGES[::-1]])
 def test_neither_package_imports_the_other(package: str, other: str) -> None:
     importers = [
         path.name
         for path in (ROOT / package).rglob("*.py")
         if any(t.split(".")[0] == other for t in _imports(path))
+        and path.name not in BRIDGES.get(package, frozenset())
     ]
     assert importers == []
 

@@ -18,7 +18,7 @@ from mockserver.proxy import Proxy, Upstream, make_proxy_server
 from tests.conformance.harness import Broken, Ledger, Seen, body_of, serve, set_body
 
 from .conftest import ARTIFACTS, START, Mock, node_ready, require
-from .test_js_client import ALICE, STAFF_LOGIN, UNKNOWN_SID, answer, call, login, ok, ref, run
+from .jssteps import ALICE, STAFF_LOGIN, UNKNOWN_SID, answer, call, login, ok, ref, run
 
 pytestmark = pytest.mark.usefixtures("node")
 
