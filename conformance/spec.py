@@ -158,6 +158,7 @@ class Operation:
     reverification: str
     parameters: tuple[Parameter, ...]
     body_schema: dict[str, Any] | None
+    body_required: bool
     responses: dict[str, dict[str, Any]] = field(repr=False)
 
     def __str__(self) -> str:
@@ -306,6 +307,7 @@ def _operation(
         reverification=data["x-identity-reverification"],
         parameters=tuple(params.values()),
         body_schema=body_schema,
+        body_required=bool(body and body.get("required")),
         responses=data.get("responses", {}),
     )
 
