@@ -25,6 +25,7 @@ from .inputs import parse_json
 from .journal import Journal
 from .models import Backend, SeedUser
 from .policies import Call, Context, Pipeline, build_pipeline
+from .profiles import ProfileAnswer, ProfileError, load_all
 from .seed import demo_users
 from .spec import Spec, load_spec
 from .validation import SpecValidator
@@ -62,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "STATE_INTERVAL": 0.5,
     "REDIS_URL": None,  # share all state with other workers through this Redis
     "REDIS_PREFIX": "cumulonimbus-mock",
+    # A behaviour profile (openapi/profiles/NAME.yaml): answer like that deployed version
+    # of the service, bugs included, instead of like the contract (--as-deployed NAME).
+    "PROFILE": None,
 }
 
 
@@ -108,6 +112,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         limiter=limiter,
     )
     validator = SpecValidator(spec.document)
+    profiles = load_all(spec)  # a profile that cannot be applied stops the mock here
+    if app.config["PROFILE"] is not None and app.config["PROFILE"] not in profiles:
+        raise ProfileError(
+            f"unknown profile {app.config['PROFILE']!r} (known: {', '.join(profiles)})"
+        )
     state = MockState(
         spec=spec,
         backend=backend,
@@ -115,7 +124,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         strict=bool(app.config["STRICT_RESPONSES"]),
         journal=journal,
         pipeline=build_pipeline(spec),  # refuses a spec whose x-policy-order is not a pipeline
-        context=Context(backend, validator, VIEWS),
+        context=Context(backend, validator, VIEWS, profiles),
     )
     if redis_client is not None:
         from .redisstore import RedisJournal, RedisRateLimiter, RedisState
@@ -132,6 +141,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         store = StateFile(app.config["STATE_FILE"])
         restore(backend, store)  # raises StateFileError rather than overwrite a bad file
         state.writer = StateWriter(backend, store, float(app.config["STATE_INTERVAL"])).start()
+    # The command line decides how the mock runs, whatever a state file remembered.
+    backend.set_profile(app.config["PROFILE"])
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     # The service's router does not merge slashes, so `/api//users/...` is an unknown
@@ -367,10 +378,15 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
         ip=client_ip(request),
         identity=backend.authenticate(request.headers.get("Authorization", "").strip() or None),
         read_body=lambda: _read_body(request),
+        read_raw=lambda: (request.mimetype or "", _body_bytes(request)),
     )
     extra: dict[str, str] = {}
+    profiled: ProfileAnswer | None = None
     try:
         status, body = state.pipeline.run(call, state.context)
+    except ProfileAnswer as answer:
+        profiled = answer
+        status, body, extra = answer.status, answer.to_dict(), dict(answer.headers)
     except err.APIError as error:
         status, body, extra = error.status, error.to_dict(), dict(error.headers)
     except Exception as error:  # never a bare crash: a JSON 500, and the cause in the log
@@ -383,13 +399,27 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
     # All headers are known before the response exists: werkzeug's Headers are cheap to
     # build from a list and dear to edit one by one.
     code = body.get("code") if isinstance(body, dict) else None
-    for ticket in call.tickets:
-        extra.update(backend.limiter.settle(ticket, status, code))
+    if profiled is not None and not profiled.counted:
+        # Answered before any limiter saw it: no RateLimit-* header at all.
+        for ticket in call.tickets:
+            backend.limiter.release(ticket)
+    else:
+        for ticket in call.tickets:
+            extra.update(backend.limiter.settle(ticket, status, code))
     if "RateLimit-Limit" in extra and status != 429:
         extra.pop("RateLimit-Skipped", None)
-    response = json_response(status, body, extra)
+    if profiled is not None and profiled.html:
+        response = Response(
+            profiled.page(),
+            status=status,
+            headers=[("Cache-Control", CACHE_CONTROL), *extra.items()],
+            content_type="text/html; charset=utf-8",
+        )
+    else:
+        response = json_response(status, body, extra)
 
-    if state.strict and call.op is not None:
+    # A profile answers as the service does, which the spec deliberately does not describe.
+    if state.strict and call.op is not None and not call.profiled:
         response = _strict(state, call, response)
     _journal(state, request, call.op.operation_id if call.op else None, response, started)
     return response

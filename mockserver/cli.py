@@ -85,6 +85,12 @@ def _serve(argv: list[str]) -> int:
         help="serve with N worker processes; needs --redis",
     )
     parser.add_argument(
+        "--as-deployed",
+        metavar="VERSION",
+        help="answer like that deployed version of the service, bugs included, instead of "
+        "like the contract (profiles: openapi/profiles/; the control API switches it)",
+    )
+    parser.add_argument(
         "--read-timeout",
         type=float,
         default=READ_TIMEOUT,
@@ -114,6 +120,7 @@ def _serve(argv: list[str]) -> int:
             print(f"cumulonimbus-mock: {error}", file=sys.stderr)
             return 2
     from .persistence import StateFileError
+    from .profiles import ProfileError
 
     config = {
         "SEED_USERS": seed,
@@ -125,10 +132,11 @@ def _serve(argv: list[str]) -> int:
         "ISSUER": args.host,
         "STATE_FILE": args.state,
         "REDIS_URL": args.redis,
+        "PROFILE": args.as_deployed,
     }
     try:
         app = create_app(config)
-    except (StateFileError, ConnectionError) as error:
+    except (StateFileError, ConnectionError, ProfileError) as error:
         print(f"cumulonimbus-mock: {error}", file=sys.stderr)
         return 2
     writer = app.extensions["cumulonimbus"].writer
@@ -162,6 +170,12 @@ def _serve(argv: list[str]) -> int:
     print("  users:   " + ", ".join(u.username for u in users), flush=True)
     if args.redis:
         print(f"  workers: {args.workers}, state in Redis at {args.redis}", flush=True)
+    if args.as_deployed:
+        print(
+            f"  profile: as deployed, cumulonimbus-api {args.as_deployed} (bugs included; "
+            "see README 'Test against production as it is')",
+            flush=True,
+        )
     if args.state:
         print(f"  state:   {args.state} (users, sessions, switches, signing key)", flush=True)
     # SIGTERM ends the server like Ctrl-C does, so the state file gets its last write.
