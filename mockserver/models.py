@@ -278,7 +278,7 @@ class Backend:
             self.lock, self.limiter = lock, limiter
 
     def set_profile(self, name: str | None) -> None:
-        with self.lock:
+        with self.lock, self.shared.changing_global():
             self.profile = name
             self.revision += 1
 
