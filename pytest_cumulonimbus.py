@@ -118,8 +118,9 @@ OPTIONS = [
         "known-deviations",
         "text",
         "CUMULONIMBUS_KNOWN_DEVIATIONS",
-        "YAML list of {check, operation, reason}: expected failures",
-        "FILE",
+        "YAML list of {check, operation, reason}: expected failures; or a service version "
+        "(e.g. 5.3.0) for the list the suite ships for it",
+        "FILE|VERSION",
     ),
     Option(
         "show-secrets",

@@ -122,10 +122,19 @@ def _parsed(call: Call) -> Any:
 
 
 def _second_taken(call: Call, ctx: Context) -> bool:
-    # The service's session id is the second it was created in, unique across users.
+    """Judged after the step created a session: the service's session id is the second it
+    was made in, unique across users, so a second that already had one fails. The mock
+    would have given the new session another id (the next free one) instead."""
     second = str(int(ctx.backend.clock.now()))
+    _, body = call.result or (0, {})
+    token = body.get("token") if isinstance(body, dict) else None
+    claims = ctx.backend.signer.verify(token) if isinstance(token, str) else None
+    if claims is None:
+        return False
+    if str(claims["iat"]) != second:
+        return True
     with ctx.backend.lock:
-        return any(second in user.sessions for user in ctx.backend.users.values())
+        return sum(second in user.sessions for user in ctx.backend.users.values()) > 1
 
 
 def _caller(call: Call, wanted: str) -> bool:
@@ -298,19 +307,20 @@ class Profile:
         for rule in self.before.get(name, ()):
             if rule.applies(call, ctx) and rule.act(call, ctx) == SKIP:
                 return
-        watching = [rule for rule in self.around.get(name, ()) if rule.applies(call, ctx)]
-        if not watching:
+        around = self.around.get(name, ())
+        if not around:
             step(call, ctx)
             return
         try:
             step(call, ctx)
         except err.APIError as error:
-            for rule in watching:
-                if rule.raises == (error.status, error.code):
+            for rule in around:
+                if rule.raises == (error.status, error.code) and rule.applies(call, ctx):
                     rule.act(call, ctx)
             raise
-        for rule in watching:
-            if rule.raises is None:
+        # Rules about a success judge what the step did, so only now.
+        for rule in around:
+            if rule.raises is None and rule.applies(call, ctx):
                 _discard_created_session(call, ctx)
                 rule.act(call, ctx)
 
@@ -332,6 +342,8 @@ def _discard_created_session(call: Call, ctx: Context) -> None:
     identity = ctx.backend.authenticate(token) if isinstance(token, str) else None
     if identity is not None:
         ctx.backend.delete_session(identity.user, identity.session.id)
+        # Its id was never handed out: the next session may have it, as on the service.
+        identity.user.last_session_id = int(identity.session.id) - 1
 
 
 # Loading ------------------------------------------------------------------------------------
