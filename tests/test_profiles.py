@@ -196,3 +196,30 @@ def test_a_good_rule_loads(tmp_path: Path) -> None:
         "  service: s\n  rows: []\n  rules:\n" + GOOD_RULE
     )
     assert [r.deviation for r in load_profile("x", load_spec(), path).before["validation"]] == ["d"]
+
+
+# The README --------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def render_profile_table(name: str = AS_DEPLOYED) -> str:
+    """The README's table of what ``--as-deployed NAME`` changes, made from the profile."""
+    profile = load_profile(name, load_spec())
+    lines = [
+        "| deviation | contract decision | by the contract "
+        f"| as deployed ({name}) | observed rows |",
+        "|---|---|---|---|---|",
+    ]
+    for d in profile.deviations:
+        rows = ", ".join(str(n) for n in d["rows"]) or "-"
+        lines.append(f"| `{d['id']}` | {d['decision']} | {d['mock']} | {d['service']} | {rows} |")
+    return "\n".join(lines)
+
+
+def test_readme_shows_what_the_profile_changes() -> None:
+    table = render_profile_table()
+    assert table in README.read_text(encoding="utf-8"), (
+        "README's 'Test against production as it is' table is out of date; it should read:\n"
+        + table
+    )
