@@ -6,8 +6,8 @@ a YAML list, and what became of each entry by the end of the run::
       reason: issue 99, staff lists come oldest first
 
 The suite ships the lists for deployed versions of the service (`known_deviations/`):
-`--cumulonimbus-known-deviations 5.3.0` takes the list of cumulonimbus-api 5.3.0, any other value is a
-file path.
+`--cumulonimbus-known-deviations 5.3.0` takes the list of cumulonimbus-api 5.3.0, any
+other value is a file path.
 
 An entry is stale when the cases it covers ran and now pass ("no longer happens"), or
 when it covers no collected case at all (a typo, or a check that was renamed). An entry
