@@ -118,8 +118,9 @@ OPTIONS = [
         "known-deviations",
         "text",
         "CUMULONIMBUS_KNOWN_DEVIATIONS",
-        "YAML list of {check, operation, reason}: expected failures",
-        "FILE",
+        "YAML list of {check, operation, reason}: expected failures; or a service version "
+        "(e.g. 5.3.0) for the list the suite ships for it",
+        "FILE|VERSION",
     ),
     Option(
         "show-secrets",
@@ -202,6 +203,8 @@ class _Pool:
 
         if self.server is not None and self.options == options:
             self.server.control.reset()
+            # A reset keeps the behaviour profile; a test that switched it must not leak.
+            self.server.control.set_profile(options.get("PROFILE"))
             return self.server
         self.close()
         self.server = MockServer(options).start()
@@ -228,7 +231,8 @@ def cumulonimbus_mock(
     """The mock on a free loopback port, reset for this test: ``.base_url``, ``.control``.
 
     One server serves the whole session while the options stay the same; each test gets
-    it reset (demo or seed users only, no sessions, switches off, the clock real time).
+    it reset (demo or seed users only, no sessions, switches off, the clock real time, the
+    behaviour profile as configured).
     """
     return _cumulonimbus_pool.get(cumulonimbus_mock_options)
 

@@ -80,6 +80,11 @@ class Context:
         self._scoped: dict[tuple[str, int, bool], Token] = {}
         self.created: list[Token] = []
         self._banned_token: str | None = None
+        # cumulonimbus-api 5.3.0 answers 500 to a session created in a second that already
+        # has one (contract 8.8 fixes it). Every check but the one about exactly that waits
+        # for the next second and asks once more, so the bug fails one check, not each
+        # check that happens to need a session right after another.
+        self.retry_same_second = True
 
     # Accounts ---------------------------------------------------------------------------
     def account(self, role: str, why: str = "") -> Account:
@@ -127,6 +132,13 @@ class Context:
     def send(
         self, call: Call, *, ip: str | None = None, retry_rate_limited: bool = True
     ) -> Exchange:
+        exchange = self._send(call, ip, retry_rate_limited)
+        if self.retry_same_second and call.op.issues_tokens and exchange.status == 500:
+            self.target.wait(1.0, "a 500 for a second session in one second (contract 8.8)")
+            exchange = self._send(call, ip, retry_rate_limited)
+        return exchange
+
+    def _send(self, call: Call, ip: str | None, retry_rate_limited: bool) -> Exchange:
         path = call.op.path
         for name, value in call.path.items():
             path = path.replace("{" + name + "}", str(value))
@@ -177,6 +189,15 @@ class Context:
                 self.answer_challenge(call, exchange), ip=ip, retry_rate_limited=retry_rate_limited
             )
         return exchange
+
+    @contextlib.contextmanager
+    def no_same_second_retry(self) -> Iterator[None]:
+        """For the check about sessions created in one second: take the first answer."""
+        self.retry_same_second = False
+        try:
+            yield
+        finally:
+            self.retry_same_second = True
 
     # Sessions ---------------------------------------------------------------------------
     def login(

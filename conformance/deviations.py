@@ -5,6 +5,10 @@ a YAML list, and what became of each entry by the end of the run::
       operation: getUserSessions
       reason: issue 99, staff lists come oldest first
 
+The suite ships the lists for deployed versions of the service (`known_deviations/`):
+`--cumulonimbus-known-deviations 5.3.0` takes the list of cumulonimbus-api 5.3.0, any
+other value is a file path.
+
 An entry is stale when the cases it covers ran and now pass ("no longer happens"), or
 when it covers no collected case at all (a typo, or a check that was renamed). An entry
 whose cases were all deselected (`-k`, `-m`, `--deselect`) says nothing either way.
@@ -43,14 +47,34 @@ class Deviation:
         )
 
 
+SHIPPED = Path(__file__).resolve().parent / "known_deviations"
+
+
+def shipped() -> list[str]:
+    """The versions of the service whose known deviations ship with the suite."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def resolve(value: str) -> Path:
+    """A file path as given, else the shipped list of that service version."""
+    given = Path(value)
+    if not given.exists() and value in shipped():
+        return SHIPPED / f"{value}.yaml"
+    return given
+
+
 def load(path: str) -> list[Deviation]:
-    """The entries of a known-deviations file; any mistake in it is a usage error."""
+    """The entries of a known-deviations file (or shipped list); a mistake is a usage error."""
 
     def usage(problem: str) -> pytest.UsageError:
-        return pytest.UsageError(f"known deviations file {path}: {problem}")
+        versions = ", ".join(shipped())
+        return pytest.UsageError(
+            f"known deviations file {path}: {problem}"
+            + (f" (shipped lists: {versions})" if "cannot read" in problem else "")
+        )
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = resolve(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise usage(f"cannot read the file ({exc.strerror or exc})") from None
     try:

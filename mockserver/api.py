@@ -17,9 +17,17 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Request
 
 from . import exceptions as err
-from .httpio import client_ip, error_answer, error_response, finish_headers, json_response
+from .httpio import (
+    CACHE_CONTROL,
+    client_ip,
+    error_answer,
+    error_response,
+    finish_headers,
+    json_response,
+)
 from .inputs import parse_json
 from .policies import Call
+from .profiles import ProfileAnswer
 from .state import EXTENSION, MockState, mock_state
 
 log = logging.getLogger("cumulonimbus-mock")
@@ -105,10 +113,15 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
         ip=client_ip(request),
         identity=backend.authenticate(request.headers.get("Authorization", "").strip() or None),
         read_body=lambda: _read_body(request),
+        read_raw=lambda: (request.mimetype or "", _body_bytes(request)),
     )
     extra: dict[str, str] = {}
+    profiled: ProfileAnswer | None = None
     try:
         status, body = state.pipeline.run(call, state.context)
+    except ProfileAnswer as answer:  # the service's own answer, from an --as-deployed profile
+        profiled = answer
+        status, body, extra = answer.status, answer.to_dict(), dict(answer.headers)
     except Exception as error:  # never a bare crash: a JSON answer, and the cause in the log
         status, body, extra = error_answer(error, f"{call.method} {call.path}")
     if status >= 400:
@@ -118,10 +131,23 @@ def handle_api(state: MockState, request: Request, rest: str) -> Response:
     # All headers are known before the response exists: werkzeug's Headers are cheap to
     # build from a list and dear to edit one by one.
     code = body.get("code") if isinstance(body, dict) else None
-    headers = backend.settle_rate_limits(call.tickets, status, code, extra)
-    response = json_response(status, body, headers)
+    if profiled is not None and not profiled.counted:
+        backend.release_rate_limits(call.tickets)
+        headers = extra
+    else:
+        headers = backend.settle_rate_limits(call.tickets, status, code, extra)
+    if profiled is not None and profiled.html:
+        response = Response(
+            profiled.page(),
+            status=status,
+            headers=[("Cache-Control", CACHE_CONTROL), *headers.items()],
+            content_type="text/html; charset=utf-8",
+        )
+    else:
+        response = json_response(status, body, headers)
 
-    if state.strict and call.op is not None:
+    # A profile answers as the service does, which the spec deliberately does not describe.
+    if state.strict and call.op is not None and not call.profiled:
         response = _strict(state, call, response)
     _journal(state, request, call.op.operation_id if call.op else None, response, started)
     return response

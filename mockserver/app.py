@@ -22,6 +22,7 @@ from .httpio import CACHE_CONTROL, error_response, finish_headers
 from .journal import Journal
 from .models import Backend
 from .policies import Context, build_pipeline
+from .profiles import ProfileError, load_all
 from .records import SeedUser
 from .seed import demo_users
 from .spec import load_spec
@@ -44,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "STATE_INTERVAL": 0.5,
     "REDIS_URL": None,  # share all state with other workers through this Redis
     "REDIS_PREFIX": "cumulonimbus-mock",
+    # A behaviour profile (openapi/profiles/NAME.yaml): answer like that deployed version
+    # of the service, bugs included, instead of like the contract (--as-deployed NAME).
+    "PROFILE": None,
 }
 
 
@@ -88,6 +92,7 @@ def _build_state(app: Flask) -> MockState:
         limiter=limiter,
     )
     validator = SpecValidator(spec.document)
+    profiles = _load_profiles(spec, config["PROFILE"])
     state = MockState(
         spec=spec,
         backend=backend,
@@ -95,7 +100,7 @@ def _build_state(app: Flask) -> MockState:
         strict=bool(config["STRICT_RESPONSES"]),
         journal=journal,
         pipeline=build_pipeline(spec),  # refuses a spec whose x-policy-order is not a pipeline
-        context=Context(backend, validator, VIEWS),
+        context=Context(backend, validator, VIEWS, profiles),
     )
     if redis_client is not None:
         from .redisstore import RedisJournal, RedisRateLimiter, RedisState
@@ -111,7 +116,18 @@ def _build_state(app: Flask) -> MockState:
         store = StateFile(config["STATE_FILE"])
         restore(backend, store)  # raises StateFileError rather than overwrite a bad file
         state.writer = StateWriter(backend, store, float(config["STATE_INTERVAL"])).start()
+    # The command line decides how the mock runs, whatever a state file remembered.
+    backend.set_profile(config["PROFILE"])
     return state
+
+
+def _load_profiles(spec: Any, wanted: str | None) -> dict[str, Any]:
+    """Every shipped profile; one that cannot be applied, or an unknown ``PROFILE``,
+    stops the mock here rather than at the first request it would change."""
+    profiles = load_all(spec)
+    if wanted is not None and wanted not in profiles:
+        raise ProfileError(f"unknown profile {wanted!r} (known: {', '.join(profiles)})")
+    return profiles
 
 
 def _add_routes(app: Flask) -> None:

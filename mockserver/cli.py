@@ -120,6 +120,12 @@ def _serve_args(argv: list[str]) -> argparse.Namespace:
         help="serve with N worker processes; needs --redis",
     )
     parser.add_argument(
+        "--as-deployed",
+        metavar="VERSION",
+        help="answer like that deployed version of the service, bugs included, instead of "
+        "like the contract (profiles: openapi/profiles/; the control API switches it)",
+    )
+    parser.add_argument(
         "--read-timeout",
         type=float,
         default=READ_TIMEOUT,
@@ -143,6 +149,7 @@ def _build_app(args: argparse.Namespace) -> Flask | None:
     """The app the options describe, or None when it cannot be built (the reason printed)."""
     from .app import create_app
     from .persistence import StateFileError
+    from .profiles import ProfileError
     from .seed import SeedError, load_seed
 
     seed: list[SeedUser] | None = None
@@ -162,10 +169,11 @@ def _build_app(args: argparse.Namespace) -> Flask | None:
         "ISSUER": args.host,
         "STATE_FILE": args.state,
         "REDIS_URL": args.redis,
+        "PROFILE": args.as_deployed,
     }
     try:
         return create_app(config)
-    except (StateFileError, ConnectionError) as error:
+    except (StateFileError, ConnectionError, ProfileError) as error:
         print(f"cumulonimbus-mock: {error}", file=sys.stderr)
         return None
 
@@ -186,6 +194,12 @@ def _announce(args: argparse.Namespace, app: Flask, port: int) -> None:
         print(f"  workers: {args.workers}, state in Redis at {args.redis}", flush=True)
     if args.state:
         print(f"  state:   {args.state} (users, sessions, switches, signing key)", flush=True)
+    if args.as_deployed:
+        print(
+            f"  profile: as deployed, cumulonimbus-api {args.as_deployed} (bugs included; "
+            "see README 'Test against production as it is')",
+            flush=True,
+        )
 
 
 def _run(server: Any, writer: Any) -> None:

@@ -116,6 +116,37 @@ def reset() -> Response:
     return _json(200, {"ok": True})
 
 
+def _profile_body() -> dict[str, Any]:
+    state = mock_state()
+    name = state.backend.profile
+    return {
+        "profile": name,
+        "available": sorted(state.context.profiles),
+        "deviations": state.context.profiles[name].summary()["deviations"] if name else [],
+    }
+
+
+@blueprint.route("/profile", methods=["GET"])
+def get_profile() -> Response:
+    return _json(200, _profile_body())
+
+
+@blueprint.route("/profile", methods=["PUT"])
+def set_profile() -> Response:
+    """Switch the behaviour profile at run time; ``null`` goes back to the contract."""
+    body = _body()
+    name = body.get("profile", ...)
+    if set(body) != {"profile"} or not (name is None or isinstance(name, str)):
+        raise err.ControlBadRequest('give {"profile": NAME} or {"profile": null}')
+    known = mock_state().context.profiles
+    if name is not None and name not in known:
+        raise err.ControlBadRequest(
+            f"unknown profile {name!r}; known: {', '.join(sorted(known)) or 'none'}"
+        )
+    mock_state().backend.set_profile(name)
+    return _json(200, _profile_body())
+
+
 @blueprint.route("/users", methods=["GET"])
 def list_users() -> Response:
     backend = mock_state().backend

@@ -92,6 +92,9 @@ class Backend:
         self.shared = shared or SharedState()
         # Bumped by every change worth persisting; the state file writer watches it.
         self.revision = getattr(self, "revision", 0) + 1
+        # The behaviour profile in force (--as-deployed), None for the contract. A reset
+        # re-runs this method and keeps it: a profile is how the mock runs, not state.
+        self.profile: str | None = getattr(self, "profile", None)
         self.users: dict[str, User] = {}
         self._by_name: dict[str, str] = {}  # casefolded username -> user id
         self.kill_switches: dict[int, bool] = {i: False for i in spec.kill_switch_ids.values()}
@@ -119,6 +122,11 @@ class Backend:
             # the same objects, so both outlive the reset.
             self.lock, self.limiter = lock, limiter
 
+    def set_profile(self, name: str | None) -> None:
+        with self.lock, self.shared.changing_global():
+            self.profile = name
+            self.revision += 1
+
     # Rate limits -------------------------------------------------------------------
     # The pipeline and the control API count through these; the limiter is the
     # backend's, reset with everything else.
@@ -144,6 +152,12 @@ class Backend:
         if "RateLimit-Limit" in merged and status != 429:
             merged.pop("RateLimit-Skipped", None)
         return merged
+
+    def release_rate_limits(self, tickets: list[Ticket]) -> None:
+        """Give back what a request took when it was answered before any limiter saw it
+        (a profile's early answers): no bucket counts it, no RateLimit-* header shows."""
+        for ticket in tickets:
+            self.limiter.release(ticket)
 
     def rate_limit_buckets(self) -> list[dict[str, object]]:
         return self.limiter.buckets()
@@ -463,6 +477,7 @@ class Backend:
                 "issuer": self.signer.issuer,
                 "signingKey": self.signer.to_jwk(),
                 "killSwitches": {str(k): v for k, v in self.kill_switches.items()},
+                "profile": self.profile,
                 "users": [user_snapshot(u) for u in self.users.values()],
             }
 
@@ -493,10 +508,14 @@ class Backend:
             raise ValueError(f"state snapshot is incomplete or malformed: {error!r}") from error
         if set(switches) != set(self.kill_switches):
             raise ValueError("state snapshot has the wrong kill switches")
+        profile = data.get("profile")
+        if profile is not None and not isinstance(profile, str):
+            raise ValueError("state snapshot: profile must be a name or null")
         with self.lock:
             self.signer, self.users, self.kill_switches = signer, users, switches
             self._by_name = {u.username.casefold(): u.id for u in users.values()}
             self._sweep.clear()
+            self.profile = profile
             self._last_user_ms = max((int(uid) for uid in users), default=0)
             self.revision += 1
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import Headers, MultiDict
 
@@ -39,6 +39,9 @@ from .ratelimit import Ticket
 from .records import Identity
 from .spec import BROWSER_SESSION_ONLY, Operation, Spec
 from .validation import SpecValidator
+
+if TYPE_CHECKING:
+    from .profiles import Profile
 
 # The steps before routing know no operation; every other step needs one.
 BEFORE_ROUTING = frozenset(("global-rate-limit", "global-kill-switch"))
@@ -55,6 +58,8 @@ class Call:
     ip: str
     identity: Identity | None
     read_body: Callable[[], dict[str, Any]] = dict
+    # The body as sent, (mimetype, bytes): what a behaviour profile judges bodies by.
+    read_raw: Callable[[], tuple[str, bytes]] = lambda: ("", b"")
     op: Operation | None = None
     args: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +68,9 @@ class Call:
     # code spent in reverification, say).
     undo: list[Callable[[], None]] = field(default_factory=list)
     result: tuple[int, dict[str, Any]] | None = None
+    # Set when a behaviour profile changed anything: the answer may then break the spec.
+    profiled: bool = False
+    profile_args: dict[str, str] = field(default_factory=dict)
 
     @property
     def operation(self) -> Operation:
@@ -83,6 +91,8 @@ class Context:
     backend: Backend
     validator: SpecValidator | None
     views: dict[str, Callable[[Call, Backend], tuple[int, dict[str, Any]]]]
+    # The profiles the backend may name (``Backend.profile``), loaded and checked once.
+    profiles: dict[str, Profile] = field(default_factory=dict)
 
 
 Step = Callable[[Call, Context], None]
@@ -106,7 +116,12 @@ def routing(call: Call, ctx: Context) -> None:
         matched = (spec.operations["getHello"], {})  # the root answers any method
     if matched is None:
         raise err.InvalidEndpoint()
-    call.op, call.args = matched
+    enter(call, *matched)
+
+
+def enter(call: Call, op: Operation, args: dict[str, str]) -> None:
+    """The request is for ``op``: routing's result, or where a profile routes it."""
+    call.op, call.args = op, args
     # Routing forgives trailing slashes (as the service's router does); every later step,
     # the validators and --strict included, sees the operation's own path.
     trimmed = call.path.rstrip("/")
@@ -207,8 +222,15 @@ class Pipeline:
     steps: tuple[tuple[str, Step], ...]
 
     def run(self, call: Call, ctx: Context) -> tuple[int, dict[str, Any]]:
-        for _, step in self.steps:
-            step(call, ctx)
+        name = ctx.backend.profile
+        if name is None:
+            for _, step in self.steps:
+                step(call, ctx)
+        else:
+            # A behaviour profile (--as-deployed) applies its rules around the steps.
+            profile = ctx.profiles[name]
+            for step_name, step in self.steps:
+                profile.run_step(step_name, step, call, ctx)
         assert call.result is not None
         return call.result
 

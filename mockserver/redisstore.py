@@ -575,6 +575,7 @@ class RedisState(SharedState):
                 backend.signer = restore_signer(data["signingKey"], data["issuer"])
                 self._jwk = data["signingKey"]
             backend.kill_switches = {int(k): v for k, v in data["killSwitches"].items()}
+            backend.profile = data.get("profile")  # the behaviour profile (--as-deployed)
             backend.clock._offset, backend.clock._frozen_at = data["clock"]
             ids = {key.decode(): value.decode() for key, value in index.items()}
             for user_id in [u for u in backend.users if u not in ids]:
@@ -661,6 +662,7 @@ class RedisState(SharedState):
             "issuer": backend.signer.issuer,
             "signingKey": backend.signer.to_jwk(),
             "killSwitches": {str(k): v for k, v in backend.kill_switches.items()},
+            "profile": backend.profile,
             "clock": list(_clock_state(backend.clock)),
         }
 

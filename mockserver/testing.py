@@ -101,6 +101,21 @@ class MockControl:
             body["backupCodes"] = list(backup_codes)
         return dict(self._call("POST", "/users", body))
 
+    def ban(self, username: str, banned: bool = True) -> dict[str, Any]:
+        """Ban (or unban) an existing user; their sessions stay (see ``set_profile``)."""
+        path = f"/users/{urllib.parse.quote(username, safe='')}"
+        return dict(self._call("PATCH", path, {"banned": banned}))
+
+    def profile(self) -> str | None:
+        """The behaviour profile in force: None for the contract, or e.g. ``"5.3.0"``."""
+        name = self._call("GET", "/profile")["profile"]
+        return None if name is None else str(name)
+
+    def set_profile(self, name: str | None) -> None:
+        """Answer like that deployed version of the service, bugs included (None: the
+        contract). A reset keeps it."""
+        self._call("PUT", "/profile", {"profile": name})
+
     def delete_user(self, username: str) -> None:
         self._call("DELETE", f"/users/{urllib.parse.quote(username, safe='')}")
 

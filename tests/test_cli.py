@@ -141,3 +141,23 @@ def test_the_mock_binds_loopback_by_default_and_says_so() -> None:
         assert "bound to 127.0.0.1 only" in first
     finally:
         stop(process)
+
+
+def test_as_deployed_serves_the_profile_and_says_so() -> None:
+    process, base = start_mock("--as-deployed", "5.3.0")
+    try:
+        assert requests.get(f"{base}/_mock/profile", timeout=5).json()["profile"] == "5.3.0"
+        login = requests.post(f"{base}/api/login", json={}, timeout=5)
+        assert login.status_code == 500 and login.json()["code"] == "INTERNAL_SERVER_ERROR"
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(5)]
+        assert any("profile: as deployed, cumulonimbus-api 5.3.0" in line for line in lines)
+    finally:
+        stop(process)
+
+
+def test_an_unknown_as_deployed_version_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--as-deployed", "4.0.0"]) == 2
+    assert "unknown profile '4.0.0' (known: 5.3.0)" in capsys.readouterr().err

@@ -178,6 +178,9 @@ def test_control_answers_match_control_yaml(app: Flask, api: Api) -> None:
         ("DELETE", "/_mock/requests", None), ("DELETE", "/_mock/ratelimits", None),
         ("PATCH", "/_mock/users/hal", {"banned": True}),
         ("POST", "/_mock/users", HAL), ("POST", "/_mock/reset", None),
+        ("GET", "/_mock/profile", None), ("PUT", "/_mock/profile", {"profile": "5.3.0"}),
+        ("PUT", "/_mock/profile", {"profile": None}),
+        ("PATCH", "/_mock/users/hal", {"banned": True}),
     ]  # fmt: skip
     client = app.test_client()
     for method, path, body in calls:

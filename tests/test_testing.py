@@ -164,6 +164,38 @@ def test_each_test_gets_the_mock_reset(pytester: pytest.Pytester) -> None:
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
+def test_a_profile_switched_by_one_test_does_not_leak_into_the_next(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_switches_to_production(cumulonimbus_mock):
+            cumulonimbus_mock.control.set_profile("5.3.0")
+            assert cumulonimbus_mock.control.profile() == "5.3.0"
+
+        def test_gets_the_contract_again(cumulonimbus_mock):
+            assert cumulonimbus_mock.control.profile() is None
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize(("profile", "status"), [(None, 403), ("5.3.0", 200)])
+def test_a_ban_ends_sessions_only_by_the_contract(
+    mock: MockServer, profile: str | None, status: int
+) -> None:
+    mock.control.set_profile(profile)
+    try:
+        token = login(mock.base_url).json()["token"]
+        mock.control.ban("alice")
+        me = requests.get(
+            f"{mock.base_url}/users/me/sessions/me", headers={"Authorization": token}, timeout=10
+        )
+        assert me.status_code == status
+    finally:
+        mock.control.set_profile(None)  # the module's mock outlives this test
+
+
 def test_the_module_scoped_mock_keeps_its_state(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -49,6 +49,25 @@ def message(page: Any) -> str:
 # --- in the browser ------------------------------------------------------------------
 
 
+def test_the_dashboard_shows_and_switches_the_behaviour_profile(mock: Mock, page: Any) -> None:
+    open_dashboard(page, mock.control + "/")
+    assert page.locator("body").get_attribute("data-profile") == ""
+    try:
+        page.select_option("#profile", "5.3.0")
+        page.get_by_text("Now answering like the deployed service 5.3.0").wait_for()
+        assert mock.call("GET", "/profile")["profile"] == "5.3.0"
+        login = requests.post(mock.api + "/login", json={}, timeout=10)
+        assert login.status_code == 500  # the service's bug, as deployed
+        page.select_option("#profile", "")
+        page.get_by_text("Now answering by the contract.").wait_for()
+        assert mock.call("GET", "/profile")["profile"] is None
+    finally:
+        # The served mock outlives this test (a reset keeps the profile), and its journal
+        # must not show the deliberate 500 to the fixture's check for server errors.
+        mock.call("PUT", "/profile", {"profile": None})
+        mock.call("DELETE", "/requests")
+
+
 def test_a_kill_switch_toggled_in_the_dashboard_makes_the_api_answer_503(
     mock: Mock, page: Any
 ) -> None:

@@ -1,8 +1,14 @@
-"""The mock answers the observed session of cumulonimbus-api 5.3.0 row by row, except where
-a contract decision deliberately differs (``differences.yaml``, one place for all of them).
+"""The mock answers the observed session of cumulonimbus-api 5.3.0 row by row, twice:
+
+- as the contract has it, where only the deliberate differences (``differences.yaml``,
+  one place for all of them) may differ from the service;
+- with ``--as-deployed 5.3.0`` (the profile ``openapi/profiles/5.3.0.yaml``), where no
+  row may differ at all. No row needs to be set aside as timing-dependent: the replay
+  moves the mock's clock a second between rows, as the observer paced them, and sends
+  the one parallel pair (rows 206-207) in the order the record sorted its outcomes.
 
 The rows depend on each other (tokens, sessions, buckets), so the whole session is
-replayed once per module and each row is then judged on its own test id.
+replayed once per module and mode, and each row is then judged on its own test id.
 """
 
 from __future__ import annotations
@@ -13,26 +19,34 @@ from typing import Any
 
 import pytest
 
+from mockserver.profiles import load_profile
+from mockserver.spec import load_spec
+
 from .replay import Replay, load_differences, load_rows, mock_app
 
 ROWS = load_rows()
 DIFFERENCES = load_differences()
 README = Path(__file__).resolve().parents[2] / "README.md"
+AS_DEPLOYED = "5.3.0"
+MODES = [None, AS_DEPLOYED]
 
 
-def expectations() -> dict[int, dict[str, Any]]:
-    """What the mock must answer: the observation, or the listed deliberate difference."""
+def expectations(profile: str | None = None) -> dict[int, dict[str, Any]]:
+    """What the mock must answer: the observation, or (following the contract rather than
+    the service) the listed deliberate difference."""
     expected = {row["row"]: row["expect"] for row in ROWS}
-    for difference in DIFFERENCES:
-        expected.update(difference["rows"])
+    if profile is None:
+        for difference in DIFFERENCES:
+            expected.update(difference["rows"])
     return expected
 
 
-@pytest.fixture(scope="module")
-def replayed() -> dict[int, list[str]]:
-    app, clock = mock_app({"STRICT_RESPONSES": True})
+@pytest.fixture(scope="module", params=MODES, ids=["contract", f"as-deployed-{AS_DEPLOYED}"])
+def replayed(request: pytest.FixtureRequest) -> dict[int, list[str]]:
+    # Strict either way: a profile's answers are exempt, every other answer must fit the spec.
+    app, clock = mock_app({"STRICT_RESPONSES": True, "PROFILE": request.param})
     replay = Replay(app, clock)
-    expected = expectations()
+    expected = expectations(request.param)
     problems = {row["row"]: replay.run(row, expected[row["row"]]) for row in ROWS}
     violations = app.extensions["cumulonimbus"].validator.violations
     assert not violations, f"responses that broke the spec: {violations}"
@@ -61,6 +75,23 @@ def test_the_replay_sees_a_difference() -> None:
         "ratelimit: expected {'limit': 100, 'remaining': 98, 'reset': True}, "
         "got {'limit': 100, 'remaining': 99, 'reset': True}"
     ]
+
+
+def test_the_profile_reproduces_exactly_the_deliberate_differences() -> None:
+    """Every row the contract deliberately answers otherwise is one the 5.3.0 profile
+    says it reproduces, and no other row."""
+    profile = load_profile(AS_DEPLOYED, load_spec())
+    reproduced = sorted(n for d in profile.deviations for n in d["rows"])
+    differing = sorted(n for d in DIFFERENCES for n in d["rows"])
+    assert reproduced == differing
+
+
+def test_without_the_profile_the_differences_are_seen() -> None:
+    """The as-deployed replay can fail: the contract's mock misses the service's rows."""
+    app, clock = mock_app()
+    replay = Replay(app, clock)
+    missed = {row["row"] for row in ROWS if replay.run(row, row["expect"])}
+    assert {n for d in DIFFERENCES for n in d["rows"]} <= missed
 
 
 def test_every_difference_names_a_contract_decision() -> None:

@@ -85,6 +85,18 @@
     $('freeze').dataset.frozen = String(clock.frozen);
   }
 
+  function renderProfile(profile) {
+    if (!changed('profile', profile)) return;
+    const select = $('profile');
+    select.replaceChildren(
+      el('option', { value: '' }, 'the contract'),
+      ...profile.available.map((name) => el('option', { value: name }, `deployed ${name}, bugs included`)),
+    );
+    select.value = profile.profile ?? '';
+    select.title = profile.deviations.map((d) => `${d.decision}: ${d.service}`).join('\n');
+    document.body.dataset.profile = profile.profile ?? '';
+  }
+
   function renderSwitches(list) {
     if (!changed('switches', list)) return;
     $('killswitches').replaceChildren(
@@ -176,13 +188,15 @@
     }
     busy = true;
     try {
-      const [clock, switches, users, buckets, journal] = await Promise.all([
+      const [profile, clock, switches, users, buckets, journal] = await Promise.all([
+        control('GET', '/profile'),
         control('GET', '/clock'),
         control('GET', '/killswitches'),
         control('GET', '/users'),
         control('GET', '/ratelimits'),
         control('GET', '/requests?limit=100'),
       ]);
+      renderProfile(profile);
       renderClock(clock);
       renderSwitches(switches);
       renderUsers(users);
@@ -224,6 +238,13 @@
   $('freeze').addEventListener('click', () => {
     const frozen = $('freeze').dataset.frozen !== 'true';
     act(() => control('POST', '/clock', { frozen }), frozen ? 'Clock frozen.' : 'Clock running.');
+  });
+  $('profile').addEventListener('change', () => {
+    const name = $('profile').value || null;
+    act(
+      () => control('PUT', '/profile', { profile: name }),
+      name ? `Now answering like the deployed service ${name}, bugs included.` : 'Now answering by the contract.',
+    );
   });
   $('reset').addEventListener('click', () =>
     act(() => control('POST', '/reset'), 'Reset: seed users, no sessions, switches off, real time.'));
