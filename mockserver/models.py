@@ -283,8 +283,12 @@ class Backend:
             self.shared.fresh(user)
             self._prune_sessions(user)
             newest = reversed(user.sessions.values())
-            first, last = max(0, offset), max(0, offset + limit)  # validation refuses < 0
-            return len(user.sessions), list(itertools.islice(newest, first, last))
+            count = len(user.sessions)
+            # Clamped to the count: validation refuses < 0 but not a huge offset, which
+            # islice refuses beyond sys.maxsize (found by tests/test_fuzz.py).
+            first = min(max(0, offset), count)
+            last = min(max(0, offset + limit), count)
+            return count, list(itertools.islice(newest, first, last))
 
     def get_session(self, user: User, session_id: str) -> Session:
         with self.lock:

@@ -63,6 +63,12 @@ def test_limit_and_offset_page_through_the_list(api: Api) -> None:
     assert page["items"] == everything[1:3]
 
 
+def test_an_offset_past_any_size_gives_an_empty_page(api: Api) -> None:
+    query = "offset=27879413481191415808&limit=23"  # beyond sys.maxsize
+    body = api.call("GET", f"/users/me/sessions?{query}", api.login()).json
+    assert body == {"count": 1, "items": []}
+
+
 def test_limit_zero_gives_only_the_count(api: Api) -> None:
     body = api.call("GET", "/users/me/sessions?limit=0", api.login()).json
     assert body == {"count": 1, "items": []}
