@@ -295,6 +295,7 @@ def test_the_report_is_the_suites(tmp_path: Path, name: str) -> None:
     with proxied(Broken(create_app(), response=_without_cache_control)) as running:
         requests.get(running.api + "/", timeout=5)
         path = tmp_path / name
+        assert running.proxy.checker.drain(10.0)  # as Proxy.close does before the report
         write_report(running.proxy.checker, str(path))
     text = path.read_text()
     if name.endswith(".json"):
@@ -355,7 +356,14 @@ def test_the_readme_commands_work(tmp_path: Path) -> None:
             ]
         finally:
             process.send_signal(signal.SIGINT)  # Ctrl-C
-            output, _ = process.communicate(timeout=20)
+            # The proxy waits up to 10 s for exchanges in flight, then 10 s for its
+            # checker thread: a generous bound, not a measure of its speed.
+            try:
+                output, _ = process.communicate(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()  # not left running, nor its pipe open, for the next test
+                process.communicate()
+                raise
     assert process.returncode == 0, output
     assert f"listening on {base} (bound to 127.0.0.1 only)" in output
     assert "[headers.cache-control] getHello (GET /)" in output  # logged as found
