@@ -206,6 +206,9 @@ def _run(server: Any, writer: Any) -> None:
     """Serve until Ctrl-C or SIGTERM, then write the state file a last time."""
     # SIGTERM ends the server like Ctrl-C does, so the state file gets its last write.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    # Ctrl-C stops it even when started with SIGINT ignored (a parent that ignores it,
+    # or `&` in a script), which Python would otherwise keep: it would never end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

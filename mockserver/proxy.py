@@ -956,6 +956,9 @@ def main(argv: list[str]) -> int:
     if args.report:
         print(f"  report:    {args.report} (written on exit)", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    # Ctrl-C stops it even when started with SIGINT ignored (a parent that ignores it,
+    # or `&` in a script), which Python would otherwise keep: it would never end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -321,6 +321,29 @@ def readme_block() -> list[str]:
     return [line for line in block.group(1).splitlines() if not line.startswith("#")]
 
 
+def test_ctrl_c_stops_the_proxy_even_when_started_with_sigint_ignored() -> None:
+    """A parent that ignores SIGINT (a test runner, `&` in a script) passes that on; the
+    proxy must still end on Ctrl-C rather than run on."""
+    from tests.clients.conftest import free_port, wait_for
+
+    port = free_port()
+    command = [sys.executable, "-m", "mockserver", "proxy", "--upstream", "http://127.0.0.1:9/api"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/_mock/violations", process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_the_readme_commands_work(tmp_path: Path) -> None:
     """The README's proxy lines, run for real: the command (upstream and port replaced by
     a served mock and a free port), its curl lines, then Ctrl-C and the report."""
