@@ -156,31 +156,70 @@ class BucketState:
     resets_at: float  # time.monotonic() when its window ends
 
 
+class Ledger:
+    """Where a deployment run's time went, by cause, and how many requests each identity
+    sent: the run ends with it, so a slow run says what made it slow."""
+
+    # The causes, in the order the summary names them.
+    CAUSES = (
+        "requests",
+        "100-per-minute pacing",
+        "burst pacing",
+        "route budgets",
+        "windows and expiry",
+        "spacing within checks",
+        "429 back-off",
+    )
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self.sent: collections.Counter[str] = collections.Counter()
+
+    def add(self, cause: str, seconds: float) -> None:
+        self.seconds[cause] += seconds
+
+    def line(self) -> str:
+        parts = [f"{cause} {self.seconds[cause]:.0f}s" for cause in self.CAUSES]
+        busiest = ", ".join(f"{who} {n}" for who, n in self.sent.most_common(4))
+        return (
+            f"time by cause: {'; '.join(parts)}. Requests sent: {sum(self.sent.values())}"
+            f" ({busiest})"
+        )
+
+
 class Pacer:
     """Sliding windows of send times: waits until a new request fits every window."""
 
-    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, sleep: Callable[[float], None] = time.sleep, ledger: Ledger | None = None
+    ) -> None:
         self._sent: dict[tuple, collections.deque[float]] = collections.defaultdict(
             collections.deque
         )
         self._lock = threading.Lock()
         self._sleep = sleep
+        self.ledger = ledger or Ledger()
 
     def delay(self, keys: list[tuple[tuple, int, float]], now: float) -> float:
-        wait = 0.0
+        return self._delay(keys, now)[0]
+
+    def _delay(self, keys: list[tuple[tuple, int, float]], now: float) -> tuple[float, str]:
+        """The wait before a request fits every window, and the kind of window that
+        holds it back longest."""
+        wait, kind = 0.0, ""
         for key, limit, window in keys:
             times = self._sent[key]
             while times and times[0] <= now - window:
                 times.popleft()
-            if len(times) >= limit:
-                wait = max(wait, times[-limit] + window - now)
-        return wait
+            if len(times) >= limit and times[-limit] + window - now > wait:
+                wait, kind = times[-limit] + window - now, key[0]
+        return wait, kind
 
     def acquire(self, keys: list[tuple[tuple, int, float]], label: str) -> None:
         while True:
             with self._lock:
                 now = time.monotonic()
-                wait = self.delay(keys, now)
+                wait, kind = self._delay(keys, now)
                 if wait <= 0:
                     for key, _limit, _window in keys:
                         self._sent[key].append(now)
@@ -188,7 +227,9 @@ class Pacer:
             if wait > 5:
                 progress(f"waiting {wait:.0f}s to stay within the rate limit ({label})")
             # In slices, so that the progress line keeps coming during long waits.
-            self._sleep(min(wait + 0.05, 10.0))
+            pause = min(wait + 0.05, 10.0)
+            self.ledger.add("100-per-minute pacing" if kind == "global" else "burst pacing", pause)
+            self._sleep(pause)
 
     def record(self, key: tuple) -> None:
         with self._lock:
@@ -231,7 +272,8 @@ class Client:
         # (route label, status, code) -> whether the answer counted in the route bucket
         # rather than the global one; without it, the limit the answer shows decides.
         self.passes_route_limiter = passes_route_limiter
-        self.pacer = Pacer()
+        self.ledger = Ledger()
+        self.pacer = Pacer(ledger=self.ledger)
         self.exchanges: list[Exchange] = []
         self.good_tokens: set[str] = set()
         # ("route-limit", bucket route, identity) -> what the server last said of it.
@@ -243,6 +285,11 @@ class Client:
         self._ip_lock = threading.Lock()
         self.on_rate_limited = on_rate_limited or self._sleep_for
         self.redactor = redactor or Redactor()
+
+    def pause(self, seconds: float, cause: str = "spacing within checks") -> None:
+        """Really wait (a deployment's clock cannot be moved), and say so in the ledger."""
+        self.ledger.add(cause, seconds)
+        time.sleep(seconds)
 
     def fresh_ip(self) -> str:
         with self._ip_lock:
@@ -333,6 +380,12 @@ class Client:
             return state.resets_at - now
         return 0.0
 
+    def live_bucket(self, key: tuple | None) -> BucketState | None:
+        """The route bucket as the server last stated it, while that window lasts (None
+        when no window is known to be live: the next request opens one)."""
+        state = self.buckets.get(key) if key is not None else None
+        return state if state is not None and time.monotonic() < state.resets_at else None
+
     def budget_spent_for(
         self, op: Operation, token: str | None, body: Any, *, has_body: bool = True
     ) -> bool:
@@ -359,6 +412,7 @@ class Client:
             if wait > 5:
                 progress(f"waiting {wait:.0f}s for the {route} budget")
             self.waited += min(wait + 0.05, 10.0)
+            self.ledger.add("route budgets", min(wait + 0.05, 10.0))
             self.pacer._sleep(min(wait + 0.05, 10.0))
 
     def _bucket_limits(self, bucket_route: str) -> set[str]:
@@ -370,6 +424,7 @@ class Client:
         tests that space their own requests and must not trip over earlier ones)."""
         keys = [k for k in self._keys(route, token, body) if k[0][0] in ("route", "identity")]
         while (wait := self.pacer.delay(keys, time.monotonic())) > 0:
+            self.ledger.add("spacing within checks", wait + 0.05)
             time.sleep(wait + 0.05)
 
     def learn(
@@ -449,12 +504,16 @@ class Client:
         for _attempt in range(5):
             if not self.rotate_ips:
                 self.pace(f"{method} {route or path}", token, json_body, wait=pace, path=path)
+            started = time.monotonic()
             try:
                 response = self.session.request(
                     method, url, headers=send_headers, data=body, timeout=self.timeout
                 )
             except requests.RequestException as exc:
                 raise TargetUnreachable(f"{method} {url}: {exc}") from exc
+            finally:
+                self.ledger.add("requests", time.monotonic() - started)
+            self.ledger.sent[self._identities(token)[0]] += 1
             prepared = {
                 name: value.decode() if isinstance(value, bytes) else value
                 for name, value in response.request.headers.items()
@@ -488,5 +547,6 @@ class Client:
             reset = response.headers.get("RateLimit-Reset", "1")
             pause = float(reset) + 0.1 if reset.isdigit() else 1.0
             self.waited += pause
+            self.ledger.add("429 back-off", pause)
             self.on_rate_limited(pause)
         return exchange

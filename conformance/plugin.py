@@ -286,6 +286,7 @@ class ConformanceRun:
                 f"{client.waited:.0f}s of them waiting for budgets; "
                 f"{len(client.rate_limited)} 429 answer(s) the plan did not foresee"
             )
+            tr.write_line(client.ledger.line())
         for line in terminal_lines(self.results, self.deviations, self.target):
             tr.write_line(line)
         gone = self.deviations.no_longer_happening()

@@ -308,6 +308,7 @@ class Target:
         if self.control is not None:
             self.control.clock(advance=seconds)
             return
+        self.client.ledger.add("windows and expiry", seconds)
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             progress(f"{why}: waiting {left:.0f}s")

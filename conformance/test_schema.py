@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conformance.cases import raise_failure, run_case_errors, target_lost
-from conformance.client import Exchange, TargetUnreachable, progress
+from conformance.client import Exchange, TargetUnreachable, progress, token_claims
 from conformance.context import UNKNOWN_SID
 from conformance.redact import Redactor
 from conformance.registry import CheckFailure, all_checks
@@ -146,7 +146,10 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
             if not client.rotate_ips:
                 body = case.body if isinstance(case.body, dict) else None
                 client.pace(f"{op.method} {op.path}", token, body)
+            started = time.monotonic()
             response = case.call(base_url=base_url, headers=extra, session=client.session)
+            client.ledger.add("requests", time.monotonic() - started)
+            client.ledger.sent[token_claims(token).get("sub") or "anonymous"] += 1
             exchange = _exchange(response, client.redactor)
             client.redactor.learn(exchange.text)
             client.learn(
@@ -163,7 +166,9 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
             wait = float(value) + 0.1 if str(value).isdigit() else 1.0
             if wait > 5:
                 progress(f"rate limited during generated requests; waiting {wait:.0f}s")
-            time.sleep(wait)
+            client.rate_limited.append(exchange)
+            client.waited += wait
+            client.pause(wait, "429 back-off")
         if op.deletes_sessions and response.status_code == 200:
             ctx.forget(None)
         check_id = f"fuzz.{mode}"

@@ -159,6 +159,9 @@ def test_paced_and_tidy_on_a_deployment(mock_app: Any, tmp_path: Path) -> None:
     # The budget is announced up front and the run met no 429 it had not planned for.
     assert "plan: needs 1 logins and 3 scoped sessions" in result.output
     assert "0 429 answer(s) the plan did not foresee" in result.output
+    # ... and says where its time went, and who sent how many requests.
+    assert "time by cause: requests " in result.output
+    assert "Requests sent: " in result.output
     journal = control.get("/_mock/requests?limit=1000").get_json()["items"]
     assert [e for e in journal if e["status"] == 429] == []
     assert any(e["path"].endswith("/login") and e["status"] == 201 for e in journal)
@@ -189,7 +192,9 @@ def test_deployment_fuzzing_holds_back_logins_beyond_the_window(
     journal = control.get("/_mock/requests?limit=1000").get_json()["items"]
     logins = [e for e in journal if e["path"].endswith("/login")]
     assert [e for e in logins if e["status"] == 429] == []
-    assert 0 < len(logins) <= 4
+    # Uncounted answers (an unknown user's 404) cost nothing; counted ones stop at 4.
+    counted = [e for e in logins if "RateLimit-Skipped" not in e["responseHeaders"]]
+    assert 0 < len(counted) <= 4
 
 
 def _items_without_names(seen: Any, response: Any, ledger: Any) -> None:
@@ -210,3 +215,59 @@ def test_an_unannounced_breakage_is_caught(mock_app: Any, tmp_path: Path) -> Non
     assert "'name' is a required property" in result.report
     assert "curl -i -X GET" in result.report
     assert "schema.body-getSelfSessions" in junit.read_text()
+
+
+def _deployment_run(mock_app: Any, tmp_path: Path, selection: str) -> Any:
+    with serve(mock_app) as base_url:
+        return run_suite(
+            base_url,
+            tmp_path,
+            "--cumulonimbus-no-control",
+            "--cumulonimbus-username",
+            "alice",
+            "--cumulonimbus-password",
+            "password",
+            "-k",
+            selection,
+        )
+
+
+def test_a_bucket_the_suite_opened_with_a_read_shows_the_reads_limit(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """On a deployment the suite opens `/users/me/sessions` with a read before it creates
+    scoped sessions, so later creations in that minute show the read's limit (100):
+    `ratelimit.headers` must expect the opener's limit, not the creation's 4."""
+    result = _deployment_run(
+        mock_app,
+        tmp_path,
+        "scope.allowed-getSelfSession-SESSION_READ or ratelimit.headers-createScopedSession",
+    )
+    assert result.returncode == 0, str(result)
+    # The case this is about happened: creations counted against the read's 100.
+    assert "RateLimit-Limit: 100" in _journal_limits(mock_app, "POST", "/users/me/sessions")
+
+
+def test_the_literal_route_check_follows_a_window_earlier_checks_opened(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """On a deployment earlier checks have already counted in `/users/me/sessions/me`;
+    `ratelimit.literal-route` goes on from the server's last count instead of expecting a
+    new window."""
+    result = _deployment_run(
+        mock_app,
+        tmp_path,
+        "ratelimit.headers-getSelfSession or ratelimit.literal-route-getSelfSession",
+    )
+    assert result.returncode == 0, str(result)
+    # The case this is about happened: `me` had counted before the literal-route check.
+    assert _journal_limits(mock_app, "GET", "/users/me/sessions/me").count("Limit") >= 3
+
+
+def _journal_limits(mock_app: Any, method: str, path: str) -> str:
+    journal = mock_app.test_client().get("/_mock/requests?limit=1000").get_json()["items"]
+    return " ".join(
+        f"RateLimit-Limit: {e.get('responseHeaders', {}).get('RateLimit-Limit')}"
+        for e in journal
+        if e["method"] == method and e["path"].endswith(path)
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import subprocess
+import time
 
 from conformance.cases import cases
 from conformance.client import Client, Exchange, Pacer, token_claims
@@ -30,6 +31,17 @@ def test_pacer_waits_for_the_oldest_of_the_last_three() -> None:
         pacer._sent[key[0]].append(t)
     assert pacer.delay([key], 0.5) == 0.5
     assert pacer.delay([key], 1.05) == 0
+
+
+def test_pacer_books_its_waits_under_the_window_that_held_the_request_back() -> None:
+    slept: list[float] = []
+    pacer = Pacer(sleep=slept.append)
+    full = (("global", "alice"), 1, 60.0)
+    free = (("route", "/login", "alice"), 3, 1.0)
+    pacer._sent[full[0]].append(time.monotonic() - 59.9)  # frees up in 0.1 s
+    pacer.acquire([full, free], "GET /")
+    assert slept and pacer.ledger.seconds["100-per-minute pacing"] == sum(slept)
+    assert pacer.ledger.seconds["burst pacing"] == 0
 
 
 def test_token_claims_reads_the_payload() -> None:
