@@ -187,6 +187,16 @@ class Ledger:
         )
 
 
+@dataclass
+class Sent:
+    """A request on its way: the windows it was paced against and when it went. Its answer
+    decides which of them it counted in (`Client.learn`)."""
+
+    route: str
+    keys: list[tuple[tuple, int, float]]
+    at: float
+
+
 class Pacer:
     """Sliding windows of send times: waits until a new request fits every window."""
 
@@ -215,15 +225,15 @@ class Pacer:
                 wait, kind = times[-limit] + window - now, key[0]
         return wait, kind
 
-    def acquire(self, keys: list[tuple[tuple, int, float]], label: str) -> None:
+    def acquire(self, keys: list[tuple[tuple, int, float]], label: str) -> float:
+        """Wait until a request fits every window; the time it may go. Nothing is counted
+        yet: the answer says which windows the request counted in (`record`)."""
         while True:
             with self._lock:
                 now = time.monotonic()
                 wait, kind = self._delay(keys, now)
                 if wait <= 0:
-                    for key, _limit, _window in keys:
-                        self._sent[key].append(now)
-                    return
+                    return now
             if wait > 5:
                 progress(f"waiting {wait:.0f}s to stay within the rate limit ({label})")
             # In slices, so that the progress line keeps coming during long waits.
@@ -231,9 +241,9 @@ class Pacer:
             self.ledger.add("100-per-minute pacing" if kind == "global" else "burst pacing", pause)
             self._sleep(pause)
 
-    def record(self, key: tuple) -> None:
+    def record(self, key: tuple, at: float | None = None) -> None:
         with self._lock:
-            self._sent[key].append(time.monotonic())
+            self._sent[key].append(time.monotonic() if at is None else at)
 
 
 def _ips() -> Iterator[str]:
@@ -345,22 +355,36 @@ class Client:
 
     def pace(
         self, route: str, token: str | None, body: Any, *, wait: bool = True, path: str = ""
-    ) -> None:
-        """Wait until a request fits every window (or, with wait=False, just count it).
+    ) -> Sent:
+        """Wait until a request fits every window it might count in (with wait=False, send
+        at once); pass what this returns to `learn` with the answer.
 
-        A route budget is only waited on here: whether the request used it shows in the
-        response (see `learn`), since requests refused before the route's limiter (bad
-        input, a wrong password) do not count there."""
-        keys = self._keys(route, token, body, path)
-        counted = [k for k in keys if k[0][0] != "route-limit"]
-        if wait:
-            key = self.bucket_key(route, token, path)
-            if key is not None:
-                self._wait_for_budget(key, route)
-            self.pacer.acquire(counted, route)
-        else:
-            for key, _limit, _window in counted:
-                self.pacer.record(key)
+        Nothing is counted before the answer, which says where the request counted: in
+        its route's bucket, or in the global one (no route limiter, or refused before it:
+        bad input, no session). Counting every request in every window made the client
+        keep to 3 requests per second per user across all routes, and that pacing was
+        most of a deployment run's time."""
+        keys = [k for k in self._keys(route, token, body, path) if k[0][0] != "route-limit"]
+        if not wait:
+            return Sent(route, keys, time.monotonic())
+        key = self.bucket_key(route, token, path)
+        if key is not None:
+            self._wait_for_budget(key, route)
+        return Sent(route, keys, self.pacer.acquire(keys, route))
+
+    def _count(self, sent: Sent, status: int, headers: Any, code: str | None) -> None:
+        """Count an answered request in the windows the server counted it in."""
+        skipped = headers is not None and headers.get("RateLimit-Skipped") == "true"
+        limiter = self.route_limits.get(sent.route)
+        in_route = limiter is not None and (
+            self.passes_route_limiter is None or self.passes_route_limiter(sent.route, status, code)
+        )
+        # An uncounted answer (a 429, a login 404) still keeps its route's burst window:
+        # that costs a third of a second at most, and never risks a burst.
+        kinds = {"route"} if in_route or skipped or status == 429 else {"identity", "global"}
+        for key, _limit, _window in sent.keys:
+            if key[0] in kinds:
+                self.pacer.record(key, sent.at)
 
     def bucket_delay(self, key: tuple | None, *, whole: bool = False) -> float:
         """Seconds until a request may count in the route bucket `key` (with `whole`: until
@@ -420,9 +444,14 @@ class Client:
         return {str(lim.limit) for lim in self.route_limits.values() if lim.route == bucket_route}
 
     def settle(self, route: str, token: str | None, body: Any) -> None:
-        """Wait, without counting, until one more request fits the burst windows (for
-        tests that space their own requests and must not trip over earlier ones)."""
-        keys = [k for k in self._keys(route, token, body) if k[0][0] in ("route", "identity")]
+        """Wait, without counting, until the burst windows are empty (for checks that
+        send a series spaced at the burst rate: one earlier request still in a window
+        would make the series' third the window's fourth)."""
+        keys = [
+            (key, 1, window)
+            for key, _limit, window in self._keys(route, token, body)
+            if key[0] in ("route", "identity")
+        ]
         while (wait := self.pacer.delay(keys, time.monotonic())) > 0:
             self.ledger.add("spacing within checks", wait + 0.05)
             time.sleep(wait + 0.05)
@@ -437,9 +466,13 @@ class Client:
         headers: Any = None,
         path: str = "",
         code: str | None = None,
+        sent: Sent | None = None,
     ) -> None:
-        """What a response tells: the token works (or not), and the route bucket's state
-        (limit, what is left, when its window ends) when the answer counted there."""
+        """What a response tells: the token works (or not), which windows the request
+        counted in (`sent`, from `pace`), and the route bucket's state (limit, what is
+        left, when its window ends) when the answer counted there."""
+        if sent is not None:
+            self._count(sent, status, headers, code)
         if token is not None:
             if status == 401:
                 self.good_tokens.discard(token)
@@ -502,8 +535,11 @@ class Client:
         send_headers.update(headers or {})
         url = self.url(path, query)
         for _attempt in range(5):
-            if not self.rotate_ips:
-                self.pace(f"{method} {route or path}", token, json_body, wait=pace, path=path)
+            sent = (
+                None
+                if self.rotate_ips
+                else self.pace(f"{method} {route or path}", token, json_body, wait=pace, path=path)
+            )
             started = time.monotonic()
             try:
                 response = self.session.request(
@@ -538,6 +574,7 @@ class Client:
                 headers=response.headers,
                 path=path,
                 code=exchange.code,
+                sent=sent,
             )
             if response.status_code != 429 or not retry_rate_limited:
                 return exchange

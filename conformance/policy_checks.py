@@ -617,6 +617,8 @@ def ratelimit_headers_values(ctx: Context, op: Operation, variant: Any) -> None:
     """RateLimit-Limit is the bucket's limit and RateLimit-Remaining counts down."""
     call = ctx.valid_call(op)
     ip = _pinned(ctx)
+    if not ctx.target.is_mock:
+        ctx.open_bucket_widely(op, call.token)  # as every creation on a deployment
     # Before sending: what the server stated of the bucket before these two requests.
     limits = _expected_limits(ctx, op, call)
     with ctx.target.frozen_clock():

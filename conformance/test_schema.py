@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
+import zlib
 from typing import Any
 
 import hypothesis
@@ -132,6 +133,10 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
         print_blob=False,
         report_multiple_bugs=False,
     )
+    # The examples depend on the operation and mode only. `derandomize` alone seeds from
+    # the digest of this function's source, so any edit here changed which requests were
+    # generated, and with them which known deviations of a live server the run meets.
+    @hypothesis.seed(zlib.crc32(f"{op.id}:{mode}".encode()))
     @hypothesis.given(case=strategy)
     def run(case: Any) -> None:
         token = ctx.browser(actor).value if actor is not None else None
@@ -143,9 +148,10 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
             case.headers = {**(case.headers or {}), "Authorization": token}
         extra = {"X-Forwarded-For": client.fresh_ip()} if client.rotate_ips else {}
         for _attempt in range(4):
+            sent = None
             if not client.rotate_ips:
                 body = case.body if isinstance(case.body, dict) else None
-                client.pace(f"{op.method} {op.path}", token, body)
+                sent = client.pace(f"{op.method} {op.path}", token, body)
             started = time.monotonic()
             response = case.call(base_url=base_url, headers=extra, session=client.session)
             client.ledger.add("requests", time.monotonic() - started)
@@ -158,6 +164,8 @@ def test_generated(conformance_context: Any, operation_id: str, mode: str) -> No
                 route=f"{op.method} {op.path}",
                 body=case.body if isinstance(case.body, dict) else None,
                 headers=exchange.headers,
+                code=exchange.code,
+                sent=sent,
             )
             if response.status_code != 429 or client.rotate_ips:
                 break

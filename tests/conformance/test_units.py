@@ -281,3 +281,42 @@ def test_the_readme_lists_every_check_against_a_contract_rule() -> None:
     registered = {c.id for c in all_checks()} | {"fuzz.positive", "fuzz.negative"}
     assert registered - listed == set(), "checks the README's table does not list"
     assert listed - registered == set(), "ids in the README's table that are no check"
+
+
+def _paced_client() -> Client:
+    spec = load_spec()
+    limits = {op.label: op.rate_limit for op in spec.operations if op.rate_limit is not None}
+    # As the target wires it: 4xx answers here come before the route's limiter.
+    return Client(
+        "http://127.0.0.1:9/api",
+        route_limits=limits,
+        passes_route_limiter=lambda label, status, code: status < 400,
+    )
+
+
+def _answered(client: Client, route: str, path: str, status: int) -> None:
+    sent = client.pace(route, "t.o.k", None, path=path)
+    headers = {"RateLimit-Limit": "100", "RateLimit-Remaining": "90", "RateLimit-Reset": "50"}
+    client.learn("t.o.k", status, route=route, headers=headers, path=path, sent=sent)
+
+
+def _delay(client: Client, route: str, path: str) -> float:
+    keys = [k for k in client._keys(route, "t.o.k", None, path) if k[0][0] != "route-limit"]
+    return client.pacer.delay(keys, time.monotonic())
+
+
+def test_requests_counted_in_their_route_bucket_leave_other_routes_free() -> None:
+    client = _paced_client()
+    for _ in range(3):
+        _answered(client, "GET /users/me/sessions", "/users/me/sessions", 200)
+    # The route's own burst window is full; another route of the same user is not.
+    assert _delay(client, "GET /users/me/sessions", "/users/me/sessions") > 0
+    assert _delay(client, "GET /users/me/sessions/{sid}", "/users/me/sessions/1") == 0
+
+
+def test_requests_refused_before_their_route_limiter_fill_the_users_global_burst() -> None:
+    client = _paced_client()
+    for _ in range(3):
+        _answered(client, "GET /users/me/sessions", "/users/me/sessions", 400)
+    # Counted in the global bucket: every route of that user waits for the burst.
+    assert _delay(client, "GET /users/me/sessions/{sid}", "/users/me/sessions/1") > 0
