@@ -80,6 +80,9 @@ class Context:
         self._scoped: dict[tuple[str, int, bool], Token] = {}
         self.created: list[Token] = []
         self._banned_token: str | None = None
+        # Route windows used up by `ratelimit.route-limit`, by operation id, until the
+        # check's new-window case judges them (near the end of a deployment run).
+        self.used_up: dict[str, Any] = {}
         # cumulonimbus-api 5.3.0 answers 500 to a session created in a second that already
         # has one (contract 8.8 fixes it). Every check but the one about exactly that waits
         # for the next second and asks once more, so the bug fails one check, not each
@@ -105,6 +108,11 @@ class Context:
 
     def now(self) -> float:
         return self.target.now()
+
+    def client_clock(self) -> float:
+        """The clock rate-limit windows are timed by: the mock's (which checks move), or
+        a monotonic one on a deployment."""
+        return self.target.now() if self.target.control is not None else time.monotonic()
 
     def banned_session(self) -> str:
         """A session token of a user banned after logging in: on the mock, an account

@@ -90,14 +90,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(name, found, ids=[c.id for c in found])
 
 
-def _deletes_everything(item: pytest.Item) -> bool:
+def _run_order(item: pytest.Item) -> tuple[bool, bool]:
+    """Where a case goes in the run: cases that delete every session of a user last
+    (each one revokes the sessions the others reuse, and on a deployment every session
+    revived costs a login); before them, the cases that judge a used-up rate-limit window
+    renews, so that the whole run's other work fills the window instead of a wait."""
     from conformance.cases import Case
 
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return any(
-        isinstance(case, Case) and case.op.deletes_sessions and case.op.path.endswith("/all")
-        for case in params.values()
+    found = [case for case in params.values() if isinstance(case, Case)]
+    deletes_everything = any(
+        case.op.deletes_sessions and case.op.path.endswith("/all") for case in found
     )
+    new_window = any(
+        case.check.id == "ratelimit.route-limit" and case.variant == "new-window"
+        for case in found
+    )
+    return deletes_everything, new_window
 
 
 class ConformanceRun:
@@ -136,12 +145,9 @@ class ConformanceRun:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Before `-k` deselects: what the run could judge, and what deviations cover.
-
-        Cases that delete every session of a user run last: each one revokes the
-        sessions the other checks reuse, and on a deployment every session revived
-        costs a login (4 per 5 minutes)."""
-        items.sort(key=_deletes_everything)
+        """Before `-k` deselects: what the run could judge, and what deviations cover;
+        and the run's order (`_run_order`)."""
+        items.sort(key=_run_order)
         for item in items:
             identity = item_identity(item)
             if identity is not None:

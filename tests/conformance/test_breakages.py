@@ -233,6 +233,24 @@ def no_route_limit(seen: Seen, ledger: Ledger) -> None:
         seen.headers["X-Forwarded-For"] = f"192.168.{next(_ips) % 250}.{next(_ips) % 250}"
 
 
+def _list_call(seen: Seen) -> bool:
+    return seen.method == "GET" and seen.path == "/api/users/me/sessions"
+
+
+def window_never_ends(seen: Seen, ledger: Ledger) -> Response | None:
+    closed = ledger.memory.setdefault("closed", set())
+    if _list_call(seen) and seen.headers.get("X-Forwarded-For", "") in closed:
+        return _error(
+            429, "RATELIMITED_ERROR", "You Have Been Ratelimited. Please Try Again Later."
+        )
+    return None
+
+
+def close_used_up_windows(seen: Seen, response: Response, ledger: Ledger) -> None:
+    if _list_call(seen) and response.status_code == 429:
+        ledger.memory.setdefault("closed", set()).add(seen.headers.get("X-Forwarded-For", ""))
+
+
 def login_404_counted(seen: Seen, ledger: Ledger) -> Response | None:
     if seen.path != "/api/login":
         return None
@@ -580,6 +598,14 @@ BREAKAGES = [
         request=no_route_limit,
     ),
     Breakage(
+        "ratelimit.route-limit",
+        "getSelfSessions",
+        "keeps a used-up window closed after it ends",
+        "ratelimit.route-limit-getSelfSessions-new-window",
+        request=window_never_ends,
+        response=close_used_up_windows,
+    ),
+    Breakage(
         "ratelimit.login-404-not-counted",
         "login",
         "counts 404s at login",
@@ -795,15 +821,17 @@ def broken_runs(
         if "breakage" in getattr(getattr(item, "callspec", None), "params", {})
     ]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        # Keyed by the selection: one check may have several broken servers.
         futures = {
-            b.check: pool.submit(_run_broken, b, tmp_path_factory.mktemp(b.check)) for b in selected
+            b.select: pool.submit(_run_broken, b, tmp_path_factory.mktemp(b.check))
+            for b in selected
         }
-        return {check: future.result() for check, future in futures.items()}
+        return {select: future.result() for select, future in futures.items()}
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES, ids=[b.check for b in BREAKAGES])
 def test_check_fails_on_broken_server(breakage: Breakage, broken_runs: dict[str, SuiteRun]) -> None:
-    result = broken_runs[breakage.check]
+    result = broken_runs[breakage.select]
     assert result.returncode == 1, str(result)
     assert f"{breakage.check}@{breakage.operation}" in result.output, str(result)
     assert f"[{breakage.check}] {breakage.operation} (" in result.output, str(result)
