@@ -83,6 +83,9 @@ class Context:
         # Route windows used up by `ratelimit.route-limit`, by operation id, until the
         # check's new-window case judges them (near the end of a deployment run).
         self.used_up: dict[str, Any] = {}
+        # Second-factor challenges asked for early, by operation id, for the case that
+        # answers one once it has expired (near the end of a deployment run).
+        self.challenges: dict[str, tuple[Any, Exchange, float]] = {}
         # cumulonimbus-api 5.3.0 answers 500 to a session created in a second that already
         # has one (contract 8.8 fixes it). Every check but the one about exactly that waits
         # for the next second and asks once more, so the bug fails one check, not each

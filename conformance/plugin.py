@@ -94,7 +94,8 @@ def _run_order(item: pytest.Item) -> tuple[bool, bool]:
     """Where a case goes in the run: cases that delete every session of a user last
     (each one revokes the sessions the others reuse, and on a deployment every session
     revived costs a login); before them, the cases that judge a used-up rate-limit window
-    renews, so that the whole run's other work fills the window instead of a wait."""
+    renews or that an expired challenge is refused, so that the whole run's other work
+    fills the window or the challenge's lifetime instead of a wait."""
     from conformance.cases import Case
 
     params = getattr(getattr(item, "callspec", None), "params", {})
@@ -102,11 +103,15 @@ def _run_order(item: pytest.Item) -> tuple[bool, bool]:
     deletes_everything = any(
         case.op.deletes_sessions and case.op.path.endswith("/all") for case in found
     )
-    new_window = any(
-        case.check.id == "ratelimit.route-limit" and case.variant == "new-window"
+    late = any(
+        (case.check.id, case.variant)
+        in {
+            ("ratelimit.route-limit", "new-window"),
+            ("reverify.second-factor-answer", "expired-challenge"),
+        }
         for case in found
     )
-    return deletes_everything, new_window
+    return deletes_everything, late
 
 
 class ConformanceRun:
