@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,10 @@ class Alternating:
         base = self.bases[next(self.turn) % len(self.bases)]
         self.sent.append(base)
         query = environ.get("QUERY_STRING")
-        url = base + environ["PATH_INFO"] + (f"?{query}" if query else "")
+        # PATH_INFO is decoded (as latin-1): quote it again, or a generated id holding
+        # `#` or `?` would cut the path short (GET .../sessions/%23x became the list).
+        path = urllib.parse.quote(environ["PATH_INFO"].encode("latin-1"), safe="/:@!$&'()*+,;=~")
+        url = base + path + (f"?{query}" if query else "")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         headers = {
             key[5:].replace("_", "-").title(): value
