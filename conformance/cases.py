@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 import requests
 
+from conformance.catalog import all_checks
 from conformance.client import TargetUnreachable
-from conformance.registry import Check, CheckFailure, all_checks
+from conformance.context import Context
+from conformance.failures import CheckFailure
+from conformance.registry import Check
 from conformance.spec import Operation, load_spec
 
 
@@ -23,7 +25,7 @@ from conformance.spec import Operation, load_spec
 class Case:
     check: Check
     op: Operation
-    variant: Any
+    variant: object
 
     @property
     def id(self) -> str:
@@ -60,11 +62,8 @@ def item_identity(item: pytest.Item) -> tuple[str, str] | None:
     return None
 
 
-def run_case(ctx: Any, case: Case) -> None:
+def run_case(ctx: Context, case: Case) -> None:
     """Run one check on one operation, turning its failure into a readable test failure."""
-    from conformance.context import Context
-
-    assert isinstance(ctx, Context)
     target = ctx.target
     chk, op = case.check, case.op
     if not target.is_mock:
@@ -78,12 +77,10 @@ def run_case(ctx: Any, case: Case) -> None:
                 "pass --cumulonimbus-allow-kill-switches"
             )
     flips = flips_switches(op)
-    before = ctx.switch_states() if flips else {}
+    before = ctx.switches.states() if flips else {}
     try:
         if chk.kind == "response":
-            from conformance.response_checks import probes
-
-            for _label, exchange in probes(ctx, op):
+            for _label, exchange in ctx.probes(op):
                 chk.func(ctx, op, exchange)
         else:
             chk.func(ctx, op, case.variant)
@@ -93,7 +90,7 @@ def run_case(ctx: Any, case: Case) -> None:
         raise_failure(failure)
     finally:
         if flips:
-            ctx.restore_switches(before)
+            ctx.switches.restore(before)
 
 
 def raise_failure(failure: CheckFailure) -> None:
@@ -109,7 +106,7 @@ def target_lost(exc: Exception) -> None:
     pytest.exit(f"conformance: the target stopped answering: {exc}", returncode=3)
 
 
-def run_case_errors(ctx: Any, op: Operation) -> None:
+def run_case_errors(ctx: Context, op: Operation) -> None:
     """Skip an operation whose valid requests would flip kill switches on a real target."""
     if (
         flips_switches(op)

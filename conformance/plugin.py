@@ -25,8 +25,8 @@ from conformance import deviations as known
 from conformance import redact
 from conformance.cases import CASE_FIXTURES, cases, item_identity
 from conformance.deviations import KnownDeviations
+from conformance.failures import CheckFailure
 from conformance.redact import Redactor
-from conformance.registry import CheckFailure
 from conformance.report import Outcome, Results, json_report, markdown_report, terminal_lines
 from conformance.spec import load_spec
 from conformance.target import Settings, Target, TargetError

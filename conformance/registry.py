@@ -1,83 +1,73 @@
-"""Checks: plain functions registered with a stable id, and the failure they raise.
+"""The check registry: plain functions registered under a stable id, and the `Check` that
+runs one and hands its id to the failure it raises.
 
-A check's id is `group.name` (e.g. `scope.denied`); the group is a column of the summary
-table. `applies(op)` reads the operation's `x-` policies, so an operation or policy added
-to the spec gets its checks without code; `variants(op)` splits one check on one
-operation into several cases (e.g. one per kill switch)::
+A check's id is `group.name` (e.g. `scope.denied`); the group names the module of
+`conformance/checks/` that holds it and a column of the summary table. The id is written
+once, in the decorator: the registry holds each function wrapped so that a failure it
+raises without an id gets the check's (see `failures.py`). `applies(op)` reads the
+operation's `x-` policies, so an operation or policy added to the spec gets its checks
+without code; `variants(op)` splits one check on one operation into several cases (e.g.
+one per kill switch)::
 
     @check("headers.cache-control", kind="response")
     def cache_control(ctx, op, exchange): ...
 
     @check("scope.denied", applies=lambda op: op.scope not in (None, BROWSER_SESSION_ONLY))
     def scope_denied(ctx, op, variant): ...
+
+This module imports no check: `conformance/catalog.py` imports them all.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
+
+from conformance.failures import CheckFailure
 
 if TYPE_CHECKING:
-    from conformance.client import Exchange
-    from conformance.spec import Operation
+    from conformance.spec import Operation, Spec
+
+CheckFunc = Callable[..., None]
 
 
-class CheckFailure(AssertionError):
-    """A rule broken on an operation, with the evidence."""
+class SpecView(Protocol):
+    """What a response check reads of its context: the spec. The suite's `Context` and
+    the proxy's `TrafficContext` both offer it, so one check judges either's exchanges."""
 
-    def __init__(
-        self,
-        check_id: str,
-        operation: str,
-        rule: str,
-        expected: str,
-        actual: str,
-        curl: str | None = None,
-    ) -> None:
-        self.check_id = check_id
-        self.operation = operation
-        self.rule = rule
-        self.expected = expected
-        self.actual = actual
-        self.curl = curl
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        lines = [
-            f"[{self.check_id}] {self.operation}: {self.rule}",
-            f"  expected: {self.expected}",
-            f"  actual:   {self.actual}",
-        ]
-        if self.curl:
-            lines.append(f"  reproduce: {self.curl}")
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {
-            "check": self.check_id,
-            "operation": self.operation,
-            "rule": self.rule,
-            "expected": self.expected,
-            "actual": self.actual,
-            "curl": self.curl,
-        }
+    @property
+    def spec(self) -> Spec: ...
 
 
 @dataclass(frozen=True)
 class Check:
     id: str
-    func: Callable[..., None]
+    func: CheckFunc  # the check as registered: a failure it raises without an id gets this one
     kind: str  # "response": judges one exchange; "scenario": drives its own requests
     applies: Callable[[Operation], bool]
-    variants: Callable[[Operation], Iterable[Any]]
+    variants: Callable[[Operation], Iterable[object]]
     slow: bool
     kill_switches: bool
-    doc: str
 
     @property
     def group(self) -> str:
         return self.id.split(".", 1)[0]
+
+
+def _claiming(check_id: str, func: CheckFunc) -> CheckFunc:
+    """`func`, handing `check_id` to each failure it raises without one."""
+
+    @functools.wraps(func)
+    def run(*args: object) -> None:
+        try:
+            func(*args)
+        except CheckFailure as failure:
+            failure.claim(check_id)
+            raise
+
+    return run
 
 
 REGISTRY: dict[str, Check] = {}
@@ -88,51 +78,18 @@ def check(
     *,
     kind: str = "scenario",
     applies: Callable[[Operation], bool] = lambda op: True,
-    variants: Callable[[Operation], Iterable[Any]] = lambda op: [None],
+    variants: Callable[[Operation], Iterable[object]] = lambda op: [None],
     slow: bool = False,
     kill_switches: bool = False,
-) -> Callable[[Callable[..., None]], Callable[..., None]]:
+) -> Callable[[CheckFunc], CheckFunc]:
     """Register a check. `slow`: needs --cumulonimbus-run-slow on real targets;
     `kill_switches`: needs --cumulonimbus-allow-kill-switches on real targets."""
 
-    def register(func: Callable[..., None]) -> Callable[..., None]:
+    def register(func: CheckFunc) -> CheckFunc:
         if check_id in REGISTRY:
             raise ValueError(f"check {check_id} registered twice")
-        REGISTRY[check_id] = Check(
-            check_id,
-            func,
-            kind,
-            applies,
-            variants,
-            slow,
-            kill_switches,
-            (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else "",
-        )
+        claiming = _claiming(check_id, func)
+        REGISTRY[check_id] = Check(check_id, claiming, kind, applies, variants, slow, kill_switches)
         return func
 
     return register
-
-
-def fail(
-    check_id: str,
-    op: Operation,
-    rule: str,
-    expected: str,
-    exchange: Exchange | None,
-    actual: str | None = None,
-) -> CheckFailure:
-    return CheckFailure(
-        check_id,
-        str(op),
-        rule,
-        expected,
-        actual if actual is not None else (exchange.summary() if exchange else "nothing"),
-        exchange.curl() if exchange else None,
-    )
-
-
-def all_checks() -> list[Check]:
-    # Importing the modules registers their checks.
-    from conformance import policy_checks, response_checks  # noqa: F401
-
-    return list(REGISTRY.values())

@@ -27,11 +27,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from conformance.calls import UNKNOWN_SID
 from conformance.cases import raise_failure, run_case_errors, target_lost
+from conformance.catalog import all_checks
 from conformance.client import Exchange, TargetUnreachable, progress, token_claims
-from conformance.context import UNKNOWN_SID
+from conformance.context import Context
+from conformance.failures import CheckFailure
 from conformance.redact import Redactor
-from conformance.registry import CheckFailure, all_checks
 from conformance.spec import load_raw, load_spec
 
 SCHEMATHESIS_CHECKS = {
@@ -96,7 +98,7 @@ def _exchange(response: Any, redactor: Redactor) -> Exchange:
 
 
 @pytest.mark.parametrize(("operation_id", "mode"), _params())
-def test_generated(conformance_context: Any, operation_id: str, mode: str) -> None:
+def test_generated(conformance_context: Context, operation_id: str, mode: str) -> None:
     ctx = conformance_context
     op = load_spec().operation(operation_id)
     run_case_errors(ctx, op)

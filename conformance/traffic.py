@@ -26,14 +26,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-# Importing the response checks registers them.
-from conformance import response_checks
-from conformance.registry import REGISTRY, CheckFailure, fail
+# Importing the response checks registers them; the scenario checks are not needed here.
+from conformance.checks import errors, headers, schema
+from conformance.checks.headers import RATELIMIT_HEADERS
+from conformance.failures import CheckFailure, fail
+from conformance.registry import REGISTRY, Check
 
 if TYPE_CHECKING:
     from conformance.client import Exchange
     from conformance.spec import Operation, Spec
 
+# The proxy reports a bucket's stream of answers under the suite's check of the same rule
+# (which, running in the suite, claims the failure itself).
 REMAINING_CHECK = "ratelimit.headers"
 REMAINING_RULE = "RateLimit-Remaining goes down by one per counted request"
 # A window's end is known only to the second (RateLimit-Reset is whole seconds, rounded):
@@ -77,17 +81,23 @@ def find_operation(spec: Spec, method: str, path: str) -> Operation | None:
     return best[1] if best else None
 
 
+def response_checks() -> list[Check]:
+    """The checks judging one exchange, in their modules' order (importing the modules
+    registered them)."""
+    rank = {module.__name__: n for n, module in enumerate((schema, headers, errors))}
+    found = [c for c in REGISTRY.values() if c.kind == "response"]
+    return sorted(found, key=lambda c: rank[c.func.__module__])
+
+
 def response_check_ids() -> list[str]:
-    return [c.id for c in REGISTRY.values() if c.kind == "response"]
+    return [c.id for c in response_checks()]
 
 
 def judge_exchange(spec: Spec, op: Operation, exchange: Exchange) -> list[CheckFailure]:
     """Every response check's verdict on one exchange: the failures, none if it conforms."""
     ctx = TrafficContext(spec)
     failures = []
-    for check in REGISTRY.values():
-        if check.kind != "response":
-            continue
+    for check in response_checks():
         try:
             check.func(ctx, op, exchange)
         except CheckFailure as failure:
@@ -96,21 +106,22 @@ def judge_exchange(spec: Spec, op: Operation, exchange: Exchange) -> list[CheckF
 
 
 def remaining_step(
-    op: Operation, previous: Exchange, exchange: Exchange, check_id: str = REMAINING_CHECK
+    op: Operation, previous: Exchange, exchange: Exchange, check_id: str = ""
 ) -> CheckFailure | None:
     """Two counted answers in one bucket and window, in order: the second's
-    RateLimit-Remaining is one less than the first's."""
+    RateLimit-Remaining is one less than the first's. Without `check_id`, the failure is
+    the running check's."""
     r1 = int(previous.headers["RateLimit-Remaining"])
     r2 = int(exchange.headers["RateLimit-Remaining"])
     if r2 == r1 - 1:
         return None
     return fail(
-        check_id,
         op,
         REMAINING_RULE,
         f"RateLimit-Remaining {r1} then {r1 - 1}",
         exchange,
         f"RateLimit-Remaining {r1} then {r2}",
+        check_id=check_id,
     )
 
 
@@ -119,7 +130,7 @@ def _counted_values(exchange: Exchange) -> tuple[int, int, int] | None:
     headers = exchange.headers
     if exchange.status == 429 or headers.get("RateLimit-Skipped") is not None:
         return None
-    values = [headers.get(n, "") for n in response_checks.RATELIMIT_HEADERS]
+    values = [headers.get(n, "") for n in RATELIMIT_HEADERS]
     if not all(v.isdigit() for v in values):
         return None  # headers.ratelimit reports it; nothing to follow here
     limit, remaining, reset = (int(v) for v in values)
@@ -208,7 +219,7 @@ class RemainingTracker:
             self._last[key] = current
             if limit != last.limit or started >= last.finished + last.reset - WINDOW_MARGIN:
                 return None  # perhaps a new window
-            return remaining_step(op, last.exchange, exchange)
+            return remaining_step(op, last.exchange, exchange, REMAINING_CHECK)
 
     def _forget(self, client_ip: str, routes: set[str | None]) -> None:
         for key in [k for k in self._last if k[0] == client_ip and k[1] in routes]:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from werkzeug.wrappers import Response
 
-from conformance.registry import all_checks
+from conformance.catalog import all_checks
 from mockserver.app import create_app
 from mockserver.spec import load_document
 from tests.conformance.harness import (

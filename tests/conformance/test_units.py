@@ -8,8 +8,8 @@ import time
 
 from conformance.cases import cases
 from conformance.client import Client, Exchange, Pacer, token_claims
+from conformance.failures import CheckFailure
 from conformance.redact import Redactor
-from conformance.registry import CheckFailure
 from conformance.spec import RateLimit, load_spec
 from conformance.target import control_root, totp
 
@@ -272,7 +272,7 @@ def test_the_readme_lists_every_check_against_a_contract_rule() -> None:
     import re
     from pathlib import Path
 
-    from conformance.registry import all_checks
+    from conformance.catalog import all_checks
 
     readme = (Path(__file__).resolve().parents[2] / "conformance" / "README.md").read_text()
     table = readme.split("### The contract's rules and the checks that cover them", 1)[1]
