@@ -78,7 +78,8 @@ def _build_state(app: Flask) -> MockState:
     limiter: Any = None
     journal = Journal(journal_size)
     if config["REDIS_URL"]:
-        from .redisstore import RedisJournal, RedisRateLimiter, connect
+        from .redislimiter import RedisRateLimiter
+        from .rediswire import RedisJournal, connect
 
         prefix = config["REDIS_PREFIX"]
         redis_client = connect(config["REDIS_URL"])
@@ -103,7 +104,9 @@ def _build_state(app: Flask) -> MockState:
         context=Context(backend, validator, VIEWS, profiles),
     )
     if redis_client is not None:
-        from .redisstore import RedisJournal, RedisRateLimiter, RedisState
+        from .redislimiter import RedisRateLimiter
+        from .redisstore import RedisState
+        from .rediswire import RedisJournal
 
         assert isinstance(journal, RedisJournal)
         wire = limiter.wire if isinstance(limiter, RedisRateLimiter) else None

@@ -1,7 +1,7 @@
 """The request journal: the most recent API requests and their responses, bounded.
 
 One process keeps it in memory; workers sharing state keep it in Redis
-(:class:`mockserver.redisstore.RedisJournal`), so ``GET /_mock/requests`` sees them all.
+(:class:`mockserver.rediswire.RedisJournal`), so ``GET /_mock/requests`` sees them all.
 """
 
 from __future__ import annotations

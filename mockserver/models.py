@@ -16,8 +16,7 @@ import math
 import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from . import exceptions as err
@@ -25,7 +24,8 @@ from .clock import Clock
 from .ratelimit import Limiter, RateLimiter, Ticket
 from .records import Identity, SeedUser, Session, User, hash_password
 from .secondfactor import hash_backup_code, new_backup_codes, verify_totp
-from .snapshot import expect, expect_id, restore_signer, restore_user
+from .sharedstate import SharedState
+from .snapshot import expect, expect_id, restore_signer, restore_user, user_snapshot
 from .spec import Limit, Spec
 from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
 
@@ -33,43 +33,6 @@ from .tokens import SECOND_FACTOR_PURPOSE, TokenSigner
 SEED_ID_BASE = 1647015028626
 # Users whose expired sessions each API request drops (see Backend.prune_a_little).
 USERS_SWEPT_PER_REQUEST = 1
-
-
-class SharedState:
-    """Where the rules meet state that other processes share; in one process, nowhere.
-
-    :class:`mockserver.redisstore.RedisState` fills these in: ``fresh`` reloads a user
-    another worker changed, ``changing_user``/``changing_global`` make one change atomic
-    on its own Redis keys, ``touched`` queues a session's new usedAt. The rules below
-    call them at the points where state is read or changed, and stay unaware of Redis.
-    """
-
-    def fresh(self, user: User) -> None:
-        """Before reading ``user``'s sessions or codes."""
-
-    def fresh_used(self, user: User, session: Session) -> None:
-        """Before showing ``session``'s usedAt."""
-
-    def touched(self, user: User, session: Session) -> None:
-        """``session`` was just used."""
-
-    @contextmanager
-    def changing_user(self, user: User) -> Iterator[None]:
-        yield
-
-    @contextmanager
-    def changing_global(self) -> Iterator[None]:
-        """Around a change of the users list, the kill switches, the key or the clock."""
-        yield
-
-    def added(self, user: User) -> None:
-        pass
-
-    def deleted(self, user: User) -> None:
-        pass
-
-    def wiped(self) -> None:
-        """Everything was reset."""
 
 
 class Backend:
@@ -522,19 +485,3 @@ class Backend:
             self.profile = profile
             self._last_user_ms = max((int(uid) for uid in users), default=0)
             self.revision += 1
-
-
-def user_snapshot(user: User) -> dict[str, Any]:
-    """One user as the state file (and Redis, one key per user) keeps them."""
-    return {
-        "id": user.id,
-        "username": user.username,
-        "passwordHash": user.password_hash,
-        "salt": user.salt,
-        "staff": user.staff,
-        "banned": user.banned,
-        "totpSecret": user.totp_secret,
-        "backupCodeDigests": sorted(user.backup_codes),
-        "lastSessionId": user.last_session_id,
-        "sessions": [dict(vars(s)) for s in user.sessions.values()],
-    }

@@ -17,7 +17,7 @@ Buckets whose window and burst have passed are dropped a few at a time: every ac
 looks at the :data:`SWEEP_PER_ACQUIRE` oldest-visited buckets, so no request ever waits
 for a walk over every bucket (a full walk of 200,000 buckets, every 10 s, was the
 mock's p99: see ``benchmarks/README.md``). Workers sharing state use
-:class:`mockserver.redisstore.RedisRateLimiter`, with the same rules in Lua.
+:class:`mockserver.redislimiter.RedisRateLimiter`, with the same rules in Lua.
 """
 
 from __future__ import annotations

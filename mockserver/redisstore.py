@@ -4,8 +4,7 @@ exactly like one mock, and scale.
 There is no global lock. Each piece of state is changed atomically on its own keys:
 
 - **rate-limit buckets**: one Redis hash per bucket, acquired and released by Lua
-  scripts (:data:`ACQUIRE`, :data:`RELEASE`), so limits stay exact across workers; Redis
-  expires a bucket once its window and burst have passed;
+  scripts, so limits stay exact across workers (:mod:`mockserver.redislimiter`);
 - **users and their sessions**: one key per user (the user as the state file keeps
   it) beside its revision (a number never used twice). A change takes that user's lock,
   reloads the user if another worker changed it, applies the ordinary rules and writes
@@ -22,7 +21,7 @@ and starts each request with one round trip that reads the global revision and t
 caller's user revision (the token's ``sub``, read before it is verified: a hint, not a
 trust decision), reloading only what changed. The rules stay in :mod:`mockserver.models`
 and :mod:`mockserver.ratelimit`; they call :class:`RedisState` through the
-:class:`~mockserver.models.SharedState` hooks::
+:class:`~mockserver.sharedstate.SharedState` hooks::
 
     state = RedisState(client, backend, "cumulonimbus-mock", journal)
     state.start()
@@ -46,19 +45,15 @@ import redis
 
 from . import exceptions as err
 from .clock import Clock
-from .journal import Journal, readable
-from .models import Backend, SharedState, user_snapshot
-from .ratelimit import BucketKey, Ticket, headers_for, refusal
+from .models import Backend
 from .records import Session, User
-from .snapshot import restore_signer, restore_user
-from .spec import Limit
+from .rediswire import RedisJournal, Wire, glob
+from .sharedstate import SharedState
+from .snapshot import restore_signer, restore_user, user_snapshot
 
 log = logging.getLogger("cumulonimbus-mock")
 
 LOCK_TTL_MS = 30_000  # a crashed worker's lock expires instead of blocking the rest
-# Redis keeps a bucket this long past the end of its window and burst (real time):
-# slack for a clock that was moved, so a bucket the mock's clock still needs is there.
-BUCKET_SLACK_MS = 60_000
 BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before any lock; larger bodies are refused anyway
 # Without Redis there is no state to answer from: every feature is unavailable, which
 # the API says as the GLOBAL kill switch's 503 (feature 8), in its own error format.
@@ -75,72 +70,6 @@ UNAVAILABLE_HEADERS = (
     ("Access-Control-Allow-Origin", "*"),
 )
 
-# KEYS[1]: the bucket. ARGV: now (a Python repr, kept as is so a release finds it),
-# the route's limit and window, the burst limit and window, the slack in ms.
-# The same rules as RateLimiter._current and acquire: a passed window closes, the
-# request that opens a window sets its limit, burst times older than the burst
-# window are dropped. With KEYS[2] and ARGV[7] (a ticket's bucket and time), a request
-# that passes also gives that ticket back, as RELEASE does: the route limiter takes over
-# from the global one in the same round trip. Returns allowed (0/1) and the bucket's state.
-ACQUIRE = """
-local function release(key, time)
-  local b = redis.call('HMGET', key, 'count', 'recent')
-  if not b[1] then return end
-  local count = tonumber(b[1])
-  if count > 0 then count = count - 1 end
-  local kept, removed = {}, false
-  if b[2] then
-    for t in string.gmatch(b[2], '[^,]+') do
-      if not removed and t == time then removed = true else kept[#kept + 1] = t end
-    end
-  end
-  redis.call('HSET', key, 'count', count, 'recent', table.concat(kept, ','))
-  if count == 0 then redis.call('HSET', key, 'start', '') end
-end
-local now = tonumber(ARGV[1])
-local b = redis.call('HMGET', KEYS[1], 'limit', 'window', 'start', 'count', 'recent')
-local limit, window, start = tonumber(b[1]), tonumber(b[2]), b[3]
-local count = tonumber(b[4]) or 0
-if not start or start == '' then start = nil end
-if start and now >= tonumber(start) + window then start = nil; count = 0 end
-if not start then limit = tonumber(ARGV[2]); window = tonumber(ARGV[3]) end
-local burst_window = tonumber(ARGV[5])
-local recent = {}
-if b[5] then
-  for t in string.gmatch(b[5], '[^,]+') do
-    if now - tonumber(t) <= burst_window then recent[#recent + 1] = t end
-  end
-end
-local allowed = 0
-if count < limit and #recent < tonumber(ARGV[4]) then
-  allowed = 1
-  if not start then start = ARGV[1] end
-  count = count + 1
-  recent[#recent + 1] = ARGV[1]
-  redis.call('HSET', KEYS[1], 'limit', limit, 'window', window, 'start', start,
-    'count', count, 'recent', table.concat(recent, ','))
-  local ends = math.max(tonumber(start) + window, now + burst_window)
-  redis.call('PEXPIRE', KEYS[1], math.ceil((ends - now) * 1000) + tonumber(ARGV[6]))
-  if KEYS[2] then release(KEYS[2], ARGV[7]) end
-end
-return {allowed, tostring(limit), tostring(window), start or '', count, table.concat(recent, ',')}
-"""
-# KEYS[1]: the bucket. ARGV[1]: the ticket's time as ACQUIRE got it.
-RELEASE = """
-local b = redis.call('HMGET', KEYS[1], 'count', 'recent')
-if not b[1] then return 0 end
-local count = tonumber(b[1])
-if count > 0 then count = count - 1 end
-local kept, removed = {}, false
-if b[2] then
-  for t in string.gmatch(b[2], '[^,]+') do
-    if not removed and t == ARGV[1] then removed = true else kept[#kept + 1] = t end
-  end
-end
-redis.call('HSET', KEYS[1], 'count', count, 'recent', table.concat(kept, ','))
-if count == 0 then redis.call('HSET', KEYS[1], 'start', '') end
-return 1
-"""
 # KEYS: the user's lock, the user, the users list, the revision counter, the user's revision.
 # ARGV: the lock token, the user id, the user's data, the revision the change began from.
 # -1: the lock was lost; -2: the user was deleted; -3: the user changed under the lock
@@ -163,175 +92,6 @@ return result
 UNLOCK = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
-
-
-class Wire:
-    """One connection for the commands on every request's path, sent in one write and
-    read back in order. A worker serves one request at a time, and redis-py's client
-    spends more CPU per command on its pool and observability bookkeeping than the
-    round trip costs (benchmarks/README.md); cold paths use the client as usual."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.connection = redis.Connection(**client.connection_pool.connection_kwargs)
-
-    def run(self, *commands: tuple[Any, ...]) -> list[Any]:
-        connection = self.connection
-        try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            return [connection.read_response() for _ in commands]
-        except redis.ResponseError:
-            connection.disconnect()  # replies of later commands may be unread
-            raise
-        except redis.RedisError:
-            connection.disconnect()
-            raise
-
-    def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """``script`` (a registered :class:`redis.commands.core.Script`) by its hash,
-        loaded first if Redis does not know it (a restarted Redis)."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return self.run(command)[0]
-        except redis.exceptions.NoScriptError:
-            self.run(("SCRIPT", "LOAD", script.script))
-            return self.run(command)[0]
-
-
-class RedisRateLimiter:
-    """The rate limiter's interface (see :class:`mockserver.ratelimit.RateLimiter`), one
-    Redis hash per bucket, each acquire and release one atomic script."""
-
-    def __init__(
-        self, client: redis.Redis, prefix: str, clock: Clock, burst_limit: int, burst_window: float
-    ) -> None:
-        self.client = client
-        self.prefix = f"{prefix}:bucket:"
-        self.clock = clock
-        self.burst_limit = burst_limit
-        self.burst_window = burst_window
-        self.wire = Wire(client)
-        self._acquire = client.register_script(ACQUIRE)
-        self._release = client.register_script(RELEASE)
-
-    def _key(self, key: BucketKey) -> str:
-        return self.prefix + json.dumps(list(key), separators=(",", ":"))
-
-    def acquire(self, key: BucketKey, limit: Limit, release: Ticket | None = None) -> Ticket:
-        now = self.clock.now()
-        keys = [self._key(key)]
-        args: list[str | int] = [
-            repr(now),
-            limit.limit,
-            repr(float(limit.window)),
-            self.burst_limit,
-            repr(float(self.burst_window)),
-            BUCKET_SLACK_MS,
-        ]
-        if release is not None:
-            keys.append(self._key(release.key))
-            args.append(repr(release.time))
-        allowed, raw_limit, raw_window, raw_start, count, raw_recent = self.wire.script(
-            self._acquire, keys, args
-        )
-        bucket_limit, window = int(float(raw_limit)), float(raw_window)
-        start = float(raw_start) if raw_start else None
-        count = int(count)
-        if not allowed:
-            recent = [float(t) for t in raw_recent.split(b",") if t]
-            error = refusal(
-                bucket_limit, window, start, count, recent, now, self.burst_limit, self.burst_window
-            )
-            if error is not None:
-                raise error
-        return Ticket(key, now, limit, headers_for(bucket_limit, window, start, count, now))
-
-    def settle(self, ticket: Ticket, status: int, code: str | None) -> dict[str, str]:
-        # Counted: the headers as the acquire left the bucket, with no second round trip.
-        if ticket.limit.counts(status, code):
-            return dict(ticket.headers)
-        self.release(ticket)
-        return {"RateLimit-Skipped": "true"}
-
-    def release(self, ticket: Ticket) -> None:
-        self.wire.script(self._release, [self._key(ticket.key)], [repr(ticket.time)])
-
-    def transfer(self, held: Ticket, key: BucketKey, limit: Limit) -> Ticket:
-        """Acquire in ``key``'s bucket and, if that passed, release ``held``: one round trip."""
-        return self.acquire(key, limit, release=held)
-
-    def _scan(self) -> list[bytes]:
-        return list(self.client.scan_iter(match=_glob(self.prefix) + "*", count=1000))
-
-    def buckets(self) -> list[dict[str, object]]:
-        now = self.clock.now()
-        keys = self._scan()
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, "limit", "window", "start", "count", "recent")
-        items = []
-        for key, (raw_limit, raw_window, raw_start, raw_count, raw_recent) in zip(
-            keys, pipe.execute(), strict=True
-        ):
-            if raw_limit is None:
-                continue
-            window = float(raw_window)
-            start = float(raw_start) if raw_start else None
-            recent = [float(t) for t in (raw_recent or b"").split(b",") if t]
-            if (start is None or now >= start + window) and all(
-                now - t > self.burst_window for t in recent
-            ):
-                continue  # stale: Redis has not expired it yet
-            ip, route, user = json.loads(key[len(self.prefix) :])
-            items.append(
-                {
-                    "ip": ip,
-                    "route": route,
-                    "user": user,
-                    "limit": int(float(raw_limit)),
-                    "count": int(raw_count),
-                    "reset": max(0.0, (start or 0.0) + window - now),
-                }
-            )
-        return items
-
-    def prune(self) -> int:
-        return 0  # Redis expires buckets itself
-
-    def reset(self) -> None:
-        keys = self._scan()
-        for i in range(0, len(keys), 1000):
-            self.client.delete(*keys[i : i + 1000])
-
-    def __len__(self) -> int:
-        return len(self._scan())
-
-
-class RedisJournal(Journal):
-    """The journal as one Redis list; entries are sent with the request's last round trip."""
-
-    def __init__(self, client: redis.Redis, key: str, size: int) -> None:
-        super().__init__(size)
-        self.client = client
-        self.key = key
-        self.size = size
-        self.pending: list[str] = []
-
-    def append(self, entry: dict[str, Any]) -> None:
-        self.pending.append(json.dumps(readable(entry), default=str))
-
-    def flush(self, commands: list[tuple[Any, ...]]) -> None:
-        if self.pending:
-            commands.append(("LPUSH", self.key, *self.pending))
-            commands.append(("LTRIM", self.key, 0, self.size - 1))
-            self.pending = []
-
-    def items(self, limit: int) -> list[dict[str, Any]]:
-        raw = self.client.lrange(self.key, 0, limit - 1)
-        return [json.loads(item) for item in reversed(raw)]
-
-    def clear(self) -> None:
-        self.pending = []
-        self.client.delete(self.key)
 
 
 class RedisState(SharedState):
@@ -627,7 +387,7 @@ class RedisState(SharedState):
             protected = {keys["seq"].encode(), keys["grev"].encode()}
             doomed = [
                 key
-                for key in self.client.scan_iter(match=_glob(self.prefix) + ":*", count=1000)
+                for key in self.client.scan_iter(match=glob(self.prefix) + ":*", count=1000)
                 if key not in protected and not key.startswith(f"{self.prefix}:lock:".encode())
             ]
             for i in range(0, len(doomed), 1000):
@@ -691,11 +451,6 @@ def _int(raw: bytes | str | int | None) -> int | None:
     return None if raw is None else int(raw)
 
 
-def _glob(text: str) -> str:
-    """``text`` as a literal in a Redis MATCH pattern (test prefixes hold brackets)."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 def _unverified_sub(header: str | None) -> str | None:
     """The ``sub`` a token claims, unverified: only which user to check for changes in
     the request's first round trip; ``Backend.authenticate`` verifies the token."""
@@ -729,13 +484,3 @@ def _buffer_body(environ: dict[str, Any]) -> None:
         environ["wsgi.input"] = io.BytesIO(data)
         if data:
             environ["CONTENT_LENGTH"] = str(len(data))
-
-
-def connect(url: str) -> redis.Redis:
-    """A client for ``url``, checked at once so a wrong URL fails at start, clearly."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        raise ConnectionError(f"cannot reach Redis at {url}: {error}") from error
-    return client

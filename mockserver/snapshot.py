@@ -1,5 +1,6 @@
-"""A saved state read back (``--state`` files, Redis): every field checked, so a
-malformed snapshot is refused with what is wrong rather than half restored::
+"""A saved state written out and read back (``--state`` files, Redis): one user as kept
+(`user_snapshot`), and every field checked on the way back, so a malformed snapshot is
+refused with what is wrong rather than half restored::
 
     user = restore_user(raw)  # ValueError("state snapshot is malformed: ...")
 """
@@ -116,3 +117,19 @@ def restore_session(raw: dict[str, Any], user_id: str) -> Session:
         updated_at=expect_time(raw["updated_at"], "updated_at"),
         used_at=None if used_at is None else expect_time(used_at, "used_at"),
     )
+
+
+def user_snapshot(user: User) -> dict[str, Any]:
+    """One user as the state file (and Redis, one key per user) keeps them."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "passwordHash": user.password_hash,
+        "salt": user.salt,
+        "staff": user.staff,
+        "banned": user.banned,
+        "totpSecret": user.totp_secret,
+        "backupCodeDigests": sorted(user.backup_codes),
+        "lastSessionId": user.last_session_id,
+        "sessions": [dict(vars(s)) for s in user.sessions.values()],
+    }

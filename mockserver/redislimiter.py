@@ -1,0 +1,197 @@
+"""Rate-limit buckets in Redis, exact across workers: one hash per bucket, acquired and
+released by Lua scripts with the same rules as :class:`mockserver.ratelimit.RateLimiter`
+(a passed window closes, the request that opens a window sets its limit, burst times
+older than the burst window are dropped), expired by Redis once window and burst are over.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from .clock import Clock
+from .ratelimit import BucketKey, Ticket, headers_for, refusal
+from .rediswire import Wire, glob
+from .spec import Limit
+
+# Redis keeps a bucket this long past the end of its window and burst (real time):
+# slack for a clock that was moved, so a bucket the mock's clock still needs is there.
+BUCKET_SLACK_MS = 60_000
+
+
+# KEYS[1]: the bucket. ARGV: now (a Python repr, kept as is so a release finds it),
+# the route's limit and window, the burst limit and window, the slack in ms.
+# The same rules as RateLimiter._current and acquire: a passed window closes, the
+# request that opens a window sets its limit, burst times older than the burst
+# window are dropped. With KEYS[2] and ARGV[7] (a ticket's bucket and time), a request
+# that passes also gives that ticket back, as RELEASE does: the route limiter takes over
+# from the global one in the same round trip. Returns allowed (0/1) and the bucket's state.
+ACQUIRE = """
+local function release(key, time)
+  local b = redis.call('HMGET', key, 'count', 'recent')
+  if not b[1] then return end
+  local count = tonumber(b[1])
+  if count > 0 then count = count - 1 end
+  local kept, removed = {}, false
+  if b[2] then
+    for t in string.gmatch(b[2], '[^,]+') do
+      if not removed and t == time then removed = true else kept[#kept + 1] = t end
+    end
+  end
+  redis.call('HSET', key, 'count', count, 'recent', table.concat(kept, ','))
+  if count == 0 then redis.call('HSET', key, 'start', '') end
+end
+local now = tonumber(ARGV[1])
+local b = redis.call('HMGET', KEYS[1], 'limit', 'window', 'start', 'count', 'recent')
+local limit, window, start = tonumber(b[1]), tonumber(b[2]), b[3]
+local count = tonumber(b[4]) or 0
+if not start or start == '' then start = nil end
+if start and now >= tonumber(start) + window then start = nil; count = 0 end
+if not start then limit = tonumber(ARGV[2]); window = tonumber(ARGV[3]) end
+local burst_window = tonumber(ARGV[5])
+local recent = {}
+if b[5] then
+  for t in string.gmatch(b[5], '[^,]+') do
+    if now - tonumber(t) <= burst_window then recent[#recent + 1] = t end
+  end
+end
+local allowed = 0
+if count < limit and #recent < tonumber(ARGV[4]) then
+  allowed = 1
+  if not start then start = ARGV[1] end
+  count = count + 1
+  recent[#recent + 1] = ARGV[1]
+  redis.call('HSET', KEYS[1], 'limit', limit, 'window', window, 'start', start,
+    'count', count, 'recent', table.concat(recent, ','))
+  local ends = math.max(tonumber(start) + window, now + burst_window)
+  redis.call('PEXPIRE', KEYS[1], math.ceil((ends - now) * 1000) + tonumber(ARGV[6]))
+  if KEYS[2] then release(KEYS[2], ARGV[7]) end
+end
+return {allowed, tostring(limit), tostring(window), start or '', count, table.concat(recent, ',')}
+"""
+# KEYS[1]: the bucket. ARGV[1]: the ticket's time as ACQUIRE got it.
+RELEASE = """
+local b = redis.call('HMGET', KEYS[1], 'count', 'recent')
+if not b[1] then return 0 end
+local count = tonumber(b[1])
+if count > 0 then count = count - 1 end
+local kept, removed = {}, false
+if b[2] then
+  for t in string.gmatch(b[2], '[^,]+') do
+    if not removed and t == ARGV[1] then removed = true else kept[#kept + 1] = t end
+  end
+end
+redis.call('HSET', KEYS[1], 'count', count, 'recent', table.concat(kept, ','))
+if count == 0 then redis.call('HSET', KEYS[1], 'start', '') end
+return 1
+"""
+
+
+class RedisRateLimiter:
+    """The rate limiter's interface (see :class:`mockserver.ratelimit.RateLimiter`), one
+    Redis hash per bucket, each acquire and release one atomic script."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str, clock: Clock, burst_limit: int, burst_window: float
+    ) -> None:
+        self.client = client
+        self.prefix = f"{prefix}:bucket:"
+        self.clock = clock
+        self.burst_limit = burst_limit
+        self.burst_window = burst_window
+        self.wire = Wire(client)
+        self._acquire = client.register_script(ACQUIRE)
+        self._release = client.register_script(RELEASE)
+
+    def _key(self, key: BucketKey) -> str:
+        return self.prefix + json.dumps(list(key), separators=(",", ":"))
+
+    def acquire(self, key: BucketKey, limit: Limit, release: Ticket | None = None) -> Ticket:
+        now = self.clock.now()
+        keys = [self._key(key)]
+        args: list[str | int] = [
+            repr(now),
+            limit.limit,
+            repr(float(limit.window)),
+            self.burst_limit,
+            repr(float(self.burst_window)),
+            BUCKET_SLACK_MS,
+        ]
+        if release is not None:
+            keys.append(self._key(release.key))
+            args.append(repr(release.time))
+        allowed, raw_limit, raw_window, raw_start, count, raw_recent = self.wire.script(
+            self._acquire, keys, args
+        )
+        bucket_limit, window = int(float(raw_limit)), float(raw_window)
+        start = float(raw_start) if raw_start else None
+        count = int(count)
+        if not allowed:
+            recent = [float(t) for t in raw_recent.split(b",") if t]
+            error = refusal(
+                bucket_limit, window, start, count, recent, now, self.burst_limit, self.burst_window
+            )
+            if error is not None:
+                raise error
+        return Ticket(key, now, limit, headers_for(bucket_limit, window, start, count, now))
+
+    def settle(self, ticket: Ticket, status: int, code: str | None) -> dict[str, str]:
+        # Counted: the headers as the acquire left the bucket, with no second round trip.
+        if ticket.limit.counts(status, code):
+            return dict(ticket.headers)
+        self.release(ticket)
+        return {"RateLimit-Skipped": "true"}
+
+    def release(self, ticket: Ticket) -> None:
+        self.wire.script(self._release, [self._key(ticket.key)], [repr(ticket.time)])
+
+    def transfer(self, held: Ticket, key: BucketKey, limit: Limit) -> Ticket:
+        """Acquire in ``key``'s bucket and, if that passed, release ``held``: one round trip."""
+        return self.acquire(key, limit, release=held)
+
+    def _scan(self) -> list[bytes]:
+        return list(self.client.scan_iter(match=glob(self.prefix) + "*", count=1000))
+
+    def buckets(self) -> list[dict[str, object]]:
+        now = self.clock.now()
+        keys = self._scan()
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "limit", "window", "start", "count", "recent")
+        items = []
+        for key, (raw_limit, raw_window, raw_start, raw_count, raw_recent) in zip(
+            keys, pipe.execute(), strict=True
+        ):
+            if raw_limit is None:
+                continue
+            window = float(raw_window)
+            start = float(raw_start) if raw_start else None
+            recent = [float(t) for t in (raw_recent or b"").split(b",") if t]
+            if (start is None or now >= start + window) and all(
+                now - t > self.burst_window for t in recent
+            ):
+                continue  # stale: Redis has not expired it yet
+            ip, route, user = json.loads(key[len(self.prefix) :])
+            items.append(
+                {
+                    "ip": ip,
+                    "route": route,
+                    "user": user,
+                    "limit": int(float(raw_limit)),
+                    "count": int(raw_count),
+                    "reset": max(0.0, (start or 0.0) + window - now),
+                }
+            )
+        return items
+
+    def prune(self) -> int:
+        return 0  # Redis expires buckets itself
+
+    def reset(self) -> None:
+        keys = self._scan()
+        for i in range(0, len(keys), 1000):
+            self.client.delete(*keys[i : i + 1000])
+
+    def __len__(self) -> int:
+        return len(self._scan())

@@ -1,0 +1,89 @@
+"""The Redis plumbing the shared state and the shared limiter both use: a client checked at
+start (`connect`), one pipelined connection for the commands on every request's path
+(`Wire`), the request journal as one Redis list (`RedisJournal`), and a literal in a
+key pattern (`glob`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from .journal import Journal, readable
+
+
+class Wire:
+    """One connection for the commands on every request's path, sent in one write and
+    read back in order. A worker serves one request at a time, and redis-py's client
+    spends more CPU per command on its pool and observability bookkeeping than the
+    round trip costs (benchmarks/README.md); cold paths use the client as usual."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.connection = redis.Connection(**client.connection_pool.connection_kwargs)
+
+    def run(self, *commands: tuple[Any, ...]) -> list[Any]:
+        connection = self.connection
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            return [connection.read_response() for _ in commands]
+        except redis.ResponseError:
+            connection.disconnect()  # replies of later commands may be unread
+            raise
+        except redis.RedisError:
+            connection.disconnect()
+            raise
+
+    def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """``script`` (a registered :class:`redis.commands.core.Script`) by its hash,
+        loaded first if Redis does not know it (a restarted Redis)."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return self.run(command)[0]
+        except redis.exceptions.NoScriptError:
+            self.run(("SCRIPT", "LOAD", script.script))
+            return self.run(command)[0]
+
+
+class RedisJournal(Journal):
+    """The journal as one Redis list; entries are sent with the request's last round trip."""
+
+    def __init__(self, client: redis.Redis, key: str, size: int) -> None:
+        super().__init__(size)
+        self.client = client
+        self.key = key
+        self.size = size
+        self.pending: list[str] = []
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.pending.append(json.dumps(readable(entry), default=str))
+
+    def flush(self, commands: list[tuple[Any, ...]]) -> None:
+        if self.pending:
+            commands.append(("LPUSH", self.key, *self.pending))
+            commands.append(("LTRIM", self.key, 0, self.size - 1))
+            self.pending = []
+
+    def items(self, limit: int) -> list[dict[str, Any]]:
+        raw = self.client.lrange(self.key, 0, limit - 1)
+        return [json.loads(item) for item in reversed(raw)]
+
+    def clear(self) -> None:
+        self.pending = []
+        self.client.delete(self.key)
+
+
+def glob(text: str) -> str:
+    """``text`` as a literal in a Redis MATCH pattern (test prefixes hold brackets)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for ``url``, checked at once so a wrong URL fails at start, clearly."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise ConnectionError(f"cannot reach Redis at {url}: {error}") from error
+    return client
