@@ -10,15 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("mockserver", "conformance")
-# issue 16: conformance split pending. The check registry imports the check modules, which
-# import the registry to register themselves (and policy_checks imports the context, which
-# imports the registry). These two edges are allowed until the split; any other cycle fails.
-KNOWN_CYCLE_EDGES = frozenset(
-    {
-        ("conformance.registry", "conformance.policy_checks"),
-        ("conformance.registry", "conformance.response_checks"),
-    }
-)
 
 
 def _module_name(path: Path) -> str:
@@ -107,33 +98,33 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycle_inside_either_package() -> None:
-    graph = _graph()
-    for importer, imported in KNOWN_CYCLE_EDGES:
-        graph[importer].discard(imported)
-    assert _cycles(graph) == []
+    assert _cycles(_graph()) == []
 
 
-def test_the_known_cycle_edges_still_exist() -> None:
-    # Once the conformance split removes one, it must leave the allowlist too.
-    graph = _graph()
-    assert [edge for edge in sorted(KNOWN_CYCLE_EDGES) if edge[1] not in graph[edge[0]]] == []
-
-
-# The one module allowed to join the two: the proxy (issue 17) judges live traffic with the
-# suite's own rules. It belongs in a package of its own (issue 16 follow-up), after which
-# this goes. The suite never imports the mock, without exception.
-BRIDGES = {"mockserver": frozenset({"proxy.py"})}
+# The one room allowed to join the two: the proxy package (issue 17) judges live traffic with
+# the suite's own rules. The suite never imports the mock, without exception.
+BRIDGES = {"mockserver": ("mockserver/proxy/",)}
 
 
 @pytest.mark.parametrize(("package", "other"), [PACKAGES, PACKAGES[::-1]])
 def test_neither_package_imports_the_other(package: str, other: str) -> None:
     importers = [
-        path.name
+        str(path.relative_to(ROOT))
         for path in (ROOT / package).rglob("*.py")
         if any(t.split(".")[0] == other for t in _imports(path))
-        and path.name not in BRIDGES.get(package, frozenset())
+        and not str(path.relative_to(ROOT)).startswith(BRIDGES.get(package, ()))
     ]
     assert importers == []
+
+
+def test_the_bridge_is_still_one() -> None:
+    # Once the proxy stops needing the suite, the exception goes too.
+    bridging = {
+        str(path.relative_to(ROOT).parent) + "/"
+        for path in (ROOT / "mockserver").rglob("*.py")
+        if any(t.split(".")[0] == "conformance" for t in _imports(path))
+    }
+    assert bridging == set(BRIDGES["mockserver"])
 
 
 def test_a_cycle_through_a_function_level_import_is_found() -> None:
@@ -163,23 +154,74 @@ def test_no_test_module_imports_another() -> None:
     assert offenders == []
 
 
-def test_the_readme_layout_names_every_module() -> None:
+def _readme_tree() -> set[str]:
+    """The paths the README's Development tree draws: two spaces of indent per level, a
+    folder ending in `/`, a line's names (before its description) separated by commas."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    layout = readme[readme.index("## Development") :]
+    development = readme[readme.index("## Development") :]
+    block = development.split("```", 2)[1]
+    paths: set[str] = set()
+    folders: list[str] = []
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        names = line.strip().split("  ", 1)[0].split(", ")
+        del folders[depth:]
+        for name in names:
+            paths.add("".join(folders) + name)
+        if names[-1].endswith("/"):
+            folders.append(names[-1])
+    return paths
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    drawn = _readme_tree()
     missing = [
-        f"{package}/{path.name}"
+        str(path.relative_to(ROOT))
         for package in PACKAGES
-        for path in sorted((ROOT / package).glob("*.py"))
-        if path.name != "__init__.py" and path.name not in layout
+        for path in _modules(package)
+        if path.name != "__init__.py" and str(path.relative_to(ROOT)) not in drawn
     ]
     assert missing == []
+
+
+def test_the_readme_layout_names_no_module_that_is_gone() -> None:
+    gone = [
+        path
+        for path in sorted(_readme_tree())
+        if path.endswith(".py") and path.split("/")[0] in PACKAGES and not (ROOT / path).exists()
+    ]
+    assert gone == []
+
+
+def test_the_readme_tree_is_read_as_drawn() -> None:
+    # The parser itself: nesting, comma-separated names, a folder's own line.
+    drawn = _readme_tree()
+    assert {"mockserver/", "mockserver/cli.py", "mockserver/__main__.py"} <= drawn
+    assert "conformance/checks/scope.py" in drawn
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_module_opens_with_what_it_owns(package: str) -> None:
     undocumented = [
-        path.name
-        for path in sorted((ROOT / package).glob("*.py"))
+        str(path.relative_to(ROOT))
+        for path in _modules(package)
         if not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
     ]
     assert undocumented == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_is_over_about_500_lines(package: str) -> None:
+    # One room per concern: a module that grows past this holds more than one.
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for path in _modules(package)
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 520
+    ]
+    assert long == []
