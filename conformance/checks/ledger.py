@@ -5,13 +5,17 @@ one per counted answer, a Reset that never grows, and uncounted answers that say
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from conformance.checks.headers import RATELIMIT_HEADERS
 from conformance.client import Exchange
 from conformance.context import Context
 from conformance.failures import fail
-from conformance.spec import Operation
+from conformance.spec import Operation, RateLimit
+
+# Raises the check's failure: a rule and what it expected.
+Broken = Callable[[str, str], None]
 
 
 @dataclass
@@ -74,47 +78,57 @@ class Ledger:
         if before is not None and not ctx.target.is_mock and reset > before.reset:
             # A deployment's window may end between two requests: a new one starts.
             before = None
+        seen = _Bucket(limit, remaining, reset)
         if before is None:
-            if ctx.target.is_mock or bucket_name == "global":
-                # This check opened the bucket (a fresh address on the mock): its limit.
-                if ctx.target.is_mock and limit != limiter.limit:
-                    broken(
-                        f"RateLimit-Limit is the spec's limit of the {bucket_name} bucket",
-                        f"RateLimit-Limit: {limiter.limit}",
-                    )
-                if ctx.target.is_mock and remaining != limit - 1:
-                    broken(
-                        "the first counted answer of a window leaves limit - 1",
-                        f"RateLimit-Remaining: {limit - 1}",
-                    )
-            allowed = {
-                other.rate_limit.limit
-                for other in spec.operations
-                if other.rate_limit is not None and other.rate_limit.route == limiter.route
-            } | {limiter.limit}
-            if limit not in allowed:
-                broken(
-                    f"RateLimit-Limit is a limit the spec gives the {bucket_name} bucket",
-                    f"RateLimit-Limit one of {sorted(allowed)}",
-                )
+            self._opens(broken, limiter, bucket_name, seen)
         else:
-            if limit != before.limit:
+            self._follows(broken, before, bucket_name, seen)
+        self.buckets[bucket_name] = seen
+
+    def _opens(self, broken: Broken, limiter: RateLimit, bucket_name: str, seen: _Bucket) -> None:
+        """The first counted answer this check saw in a window of the bucket."""
+        ctx, limit = self.ctx, seen.limit
+        if ctx.target.is_mock or bucket_name == "global":
+            # This check opened the bucket (a fresh address on the mock): its limit.
+            if ctx.target.is_mock and limit != limiter.limit:
                 broken(
-                    "RateLimit-Limit stays what opened the window",
-                    f"RateLimit-Limit: {before.limit}",
+                    f"RateLimit-Limit is the spec's limit of the {bucket_name} bucket",
+                    f"RateLimit-Limit: {limiter.limit}",
                 )
-            if remaining != before.remaining - 1:
+            if ctx.target.is_mock and seen.remaining != limit - 1:
                 broken(
-                    f"each counted answer lowers RateLimit-Remaining of the {bucket_name}"
-                    " bucket by exactly one",
-                    f"RateLimit-Remaining: {before.remaining - 1}",
+                    "the first counted answer of a window leaves limit - 1",
+                    f"RateLimit-Remaining: {limit - 1}",
                 )
-            if reset > before.reset:
-                broken(
-                    "RateLimit-Reset never grows within a window",
-                    f"RateLimit-Reset <= {before.reset}",
-                )
-        self.buckets[bucket_name] = _Bucket(limit, remaining, reset)
+        allowed = {
+            other.rate_limit.limit
+            for other in ctx.spec.operations
+            if other.rate_limit is not None and other.rate_limit.route == limiter.route
+        } | {limiter.limit}
+        if limit not in allowed:
+            broken(
+                f"RateLimit-Limit is a limit the spec gives the {bucket_name} bucket",
+                f"RateLimit-Limit one of {sorted(allowed)}",
+            )
+
+    def _follows(self, broken: Broken, before: _Bucket, bucket_name: str, seen: _Bucket) -> None:
+        """A counted answer after another in the same window of the bucket."""
+        if seen.limit != before.limit:
+            broken(
+                "RateLimit-Limit stays what opened the window",
+                f"RateLimit-Limit: {before.limit}",
+            )
+        if seen.remaining != before.remaining - 1:
+            broken(
+                f"each counted answer lowers RateLimit-Remaining of the {bucket_name}"
+                " bucket by exactly one",
+                f"RateLimit-Remaining: {before.remaining - 1}",
+            )
+        if seen.reset > before.reset:
+            broken(
+                "RateLimit-Reset never grows within a window",
+                f"RateLimit-Reset <= {before.reset}",
+            )
 
 
 def _path_of(exchange: Exchange, ctx: Context) -> str:

@@ -320,3 +320,62 @@ def test_requests_refused_before_their_route_limiter_fill_the_users_global_burst
         _answered(client, "GET /users/me/sessions", "/users/me/sessions", 400)
     # Counted in the global bucket: every route of that user waits for the burst.
     assert _delay(client, "GET /users/me/sessions/{sid}", "/users/me/sessions/1") > 0
+
+
+def test_each_check_lives_in_the_module_of_its_group() -> None:
+    # So that `-k scope` runs one file: checks/scope.py (delete-all: checks/delete_all.py).
+    from conformance.catalog import all_checks
+
+    misplaced = [
+        f"{c.id} in {c.func.__module__}"
+        for c in all_checks()
+        if c.func.__module__ != f"conformance.checks.{c.group.replace('-', '_')}"
+    ]
+    assert misplaced == []
+
+
+def test_a_check_id_is_written_once_in_its_decorator() -> None:
+    # The registry hands a check its id: a copy in a check module could drift from it.
+    import ast
+    from pathlib import Path
+
+    from conformance.catalog import all_checks
+
+    ids = {c.id for c in all_checks()}
+    checks = Path(__file__).resolve().parents[2] / "conformance" / "checks"
+    written = []
+    for path in sorted(checks.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        decorators = {
+            id(node)
+            for func in ast.walk(tree)
+            if isinstance(func, ast.FunctionDef)
+            for decorator in func.decorator_list
+            for node in ast.walk(decorator)
+        }
+        written += [
+            (node.value, id(node) in decorators)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in ids
+        ]
+    assert sorted(written) == sorted((i, True) for i in ids)
+
+
+def test_a_failure_without_an_id_gets_the_running_checks() -> None:
+    from conformance.failures import fail
+    from conformance.registry import Check, check
+
+    @check("unit.claims")
+    def claims(ctx: object, op: object, variant: object) -> None:
+        raise fail(load_spec().operation("login"), "a rule", "this", None, "that")
+
+    from conformance.registry import REGISTRY
+
+    registered: Check = REGISTRY.pop("unit.claims")
+    try:
+        registered.func(None, None, None)
+    except CheckFailure as failure:
+        assert failure.check_id == "unit.claims"
+        assert str(failure).startswith("[unit.claims] login (POST /login): a rule")
+    else:
+        raise AssertionError("the check did not fail")
