@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.client import NO_BODY
+from conformance.exchange import NO_BODY
 from conformance.spec import Operation
 from conformance.target import Account
 

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from conformance.catalog import all_checks
-from conformance.client import TargetUnreachable
 from conformance.context import Context
+from conformance.exchange import TargetUnreachable
 from conformance.failures import CheckFailure
 from conformance.registry import Check
 from conformance.spec import Operation, load_spec

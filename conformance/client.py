@@ -13,237 +13,28 @@ address (fresh buckets), unless a test pins one::
 
 from __future__ import annotations
 
-import base64
-import collections
 import itertools
 import json
-import shlex
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
 
+from conformance.exchange import NO_BODY, Exchange, TargetUnreachable, token_claims
+from conformance.pacing import BucketState, Ledger, Pacer, Sent, WindowKey, progress
 from conformance.redact import Redactor
 
 if TYPE_CHECKING:
     from conformance.spec import Operation, RateLimit
 
+
 USER_AGENT = "cumulonimbus-conformance/1 (python-requests)"
 # A generated request that would wait longer than this for its route's budget is not
 # sent on a deployment (see `Client.budget_spent_for`).
 UNSENT_AFTER_SECONDS = 10.0
-
-
-class _NoBody:
-    """Marks a request without a body (survives deepcopy, unlike a bare object())."""
-
-    def __copy__(self) -> _NoBody:
-        return self
-
-    def __deepcopy__(self, memo: dict) -> _NoBody:
-        return self
-
-    def __repr__(self) -> str:
-        return "NO_BODY"
-
-
-NO_BODY: Any = _NoBody()
-
-
-class TargetUnreachable(Exception):
-    """The target did not answer at all (connection refused, DNS, timeout)."""
-
-
-@dataclass
-class Exchange:
-    """One request and its response, enough to judge and to reproduce."""
-
-    method: str
-    url: str
-    request_headers: dict[str, str]
-    request_body: str | None
-    status: int
-    headers: requests.structures.CaseInsensitiveDict = field(repr=False)
-    text: str = field(repr=False)
-    # Evidence (curl line, summary) shows no secrets unless the run asks to show them.
-    redactor: Redactor = field(default_factory=lambda: Redactor(enabled=False), repr=False)
-
-    @property
-    def json(self) -> Any:
-        try:
-            return json.loads(self.text)
-        except ValueError:
-            return None
-
-    @property
-    def code(self) -> str | None:
-        body = self.json
-        return body.get("code") if isinstance(body, dict) else None
-
-    def curl(self) -> str:
-        parts = ["curl", "-i", "-X", self.method, shlex.quote(self.url)]
-        for name, value in self.request_headers.items():
-            if name.lower() in {
-                "user-agent",
-                "accept-encoding",
-                "accept",
-                "connection",
-                "content-length",
-            }:
-                continue
-            parts += ["-H", self.redactor.shell_word(f"{name}: {value}")]
-        if self.request_body is not None:
-            parts += ["--data-raw", self.redactor.shell_word(self.request_body)]
-        return " ".join(parts)
-
-    def summary(self, limit: int = 300) -> str:
-        # Redacted before it is cut, so that no part of a secret survives the cut.
-        body = self.redactor.text(self.text.strip().replace("\n", " "))
-        if len(body) > limit:
-            body = body[:limit] + "..."
-        return f"{self.status} {body}"
-
-
-def token_claims(token: str | None) -> dict[str, Any]:
-    """The JWT payload, unverified (the suite only needs `sub`, `iat`, `exp`)."""
-    if not token or token.count(".") != 2:
-        return {}
-    payload = token.split(".")[1]
-    try:
-        decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims = json.loads(decoded)
-    except ValueError:
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
-def token_header(token: str) -> dict[str, Any]:
-    head = token.split(".")[0]
-    try:
-        value = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _write(line: str) -> None:
-    stream = sys.__stderr__
-    if stream is not None:
-        stream.write(line + "\n")
-        stream.flush()
-
-
-# Where progress lines go; the pytest plugin points it past output capturing.
-PROGRESS_SINK: list[Callable[[str], None]] = [_write]
-
-
-def progress(message: str) -> None:
-    """A line on the terminal while the suite waits, so a long wait is not a hang."""
-    PROGRESS_SINK[0](f"[conformance] {message}")
-
-
-@dataclass
-class BucketState:
-    """A route bucket as the server last described it (RateLimit-* of a counted answer)."""
-
-    limit: int
-    remaining: int
-    resets_at: float  # time.monotonic() when its window ends
-
-
-class Ledger:
-    """Where a deployment run's time went, by cause, and how many requests each identity
-    sent: the run ends with it, so a slow run says what made it slow."""
-
-    # The causes, in the order the summary names them.
-    CAUSES = (
-        "requests",
-        "100-per-minute pacing",
-        "burst pacing",
-        "route budgets",
-        "windows and expiry",
-        "spacing within checks",
-        "429 back-off",
-    )
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = collections.defaultdict(float)
-        self.sent: collections.Counter[str] = collections.Counter()
-
-    def add(self, cause: str, seconds: float) -> None:
-        self.seconds[cause] += seconds
-
-    def line(self) -> str:
-        parts = [f"{cause} {self.seconds[cause]:.0f}s" for cause in self.CAUSES]
-        busiest = ", ".join(f"{who} {n}" for who, n in self.sent.most_common(4))
-        return (
-            f"time by cause: {'; '.join(parts)}. Requests sent: {sum(self.sent.values())}"
-            f" ({busiest})"
-        )
-
-
-@dataclass
-class Sent:
-    """A request on its way: the windows it was paced against and when it went. Its answer
-    decides which of them it counted in (`Client.learn`)."""
-
-    route: str
-    keys: list[tuple[tuple, int, float]]
-    at: float
-
-
-class Pacer:
-    """Sliding windows of send times: waits until a new request fits every window."""
-
-    def __init__(
-        self, sleep: Callable[[float], None] = time.sleep, ledger: Ledger | None = None
-    ) -> None:
-        self._sent: dict[tuple, collections.deque[float]] = collections.defaultdict(
-            collections.deque
-        )
-        self._lock = threading.Lock()
-        self._sleep = sleep
-        self.ledger = ledger or Ledger()
-
-    def delay(self, keys: list[tuple[tuple, int, float]], now: float) -> float:
-        return self._delay(keys, now)[0]
-
-    def _delay(self, keys: list[tuple[tuple, int, float]], now: float) -> tuple[float, str]:
-        """The wait before a request fits every window, and the kind of window that
-        holds it back longest."""
-        wait, kind = 0.0, ""
-        for key, limit, window in keys:
-            times = self._sent[key]
-            while times and times[0] <= now - window:
-                times.popleft()
-            if len(times) >= limit and times[-limit] + window - now > wait:
-                wait, kind = times[-limit] + window - now, key[0]
-        return wait, kind
-
-    def acquire(self, keys: list[tuple[tuple, int, float]], label: str) -> float:
-        """Wait until a request fits every window; the time it may go. Nothing is counted
-        yet: the answer says which windows the request counted in (`record`)."""
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                wait, kind = self._delay(keys, now)
-                if wait <= 0:
-                    return now
-            if wait > 5:
-                progress(f"waiting {wait:.0f}s to stay within the rate limit ({label})")
-            # In slices, so that the progress line keeps coming during long waits.
-            pause = min(wait + 0.05, 10.0)
-            self.ledger.add("100-per-minute pacing" if kind == "global" else "burst pacing", pause)
-            self._sleep(pause)
-
-    def record(self, key: tuple, at: float | None = None) -> None:
-        with self._lock:
-            self._sent[key].append(time.monotonic() if at is None else at)
 
 
 def _ips() -> Iterator[str]:
@@ -287,7 +78,7 @@ class Client:
         self.exchanges: list[Exchange] = []
         self.good_tokens: set[str] = set()
         # ("route-limit", bucket route, identity) -> what the server last said of it.
-        self.buckets: dict[tuple, BucketState] = {}
+        self.buckets: dict[WindowKey, BucketState] = {}
         # Seconds spent waiting for budgets and after 429s (the run's report says so).
         self.waited = 0.0
         self.rate_limited: list[Exchange] = []
@@ -325,7 +116,7 @@ class Client:
         who = token_claims(token).get("sub") or "token" if token else "anonymous"
         return [who] if token is None or token in self.good_tokens else [who, "anonymous"]
 
-    def bucket_key(self, route: str, token: str | None, path: str = "") -> tuple | None:
+    def bucket_key(self, route: str, token: str | None, path: str = "") -> WindowKey | None:
         """The server's route bucket a request would count in: (route, identity), one per
         route whatever the method (`/users/me/sessions/me` is its own); None without a
         route limiter (then only the global bucket applies)."""
@@ -337,7 +128,7 @@ class Client:
 
     def _keys(
         self, route: str, token: str | None, body: Any, path: str = ""
-    ) -> list[tuple[tuple, int, float]]:
+    ) -> list[tuple[WindowKey, int, float]]:
         identities = self._identities(token)
         limiter = self.route_limits.get(route)
         # The server's bucket: one per route, shared by its methods (`me` is its own).
@@ -386,7 +177,7 @@ class Client:
             if key[0] in kinds:
                 self.pacer.record(key, sent.at)
 
-    def bucket_delay(self, key: tuple | None, *, whole: bool = False) -> float:
+    def bucket_delay(self, key: WindowKey | None, *, whole: bool = False) -> float:
         """Seconds until a request may count in the route bucket `key` (with `whole`: until
         the bucket's window is over, so that the next request opens a new one).
 
@@ -404,7 +195,7 @@ class Client:
             return state.resets_at - now
         return 0.0
 
-    def live_bucket(self, key: tuple | None) -> BucketState | None:
+    def live_bucket(self, key: WindowKey | None) -> BucketState | None:
         """The route bucket as the server last stated it, while that window lasts (None
         when no window is known to be live: the next request opens one)."""
         state = self.buckets.get(key) if key is not None else None
@@ -431,7 +222,7 @@ class Client:
         key = self.bucket_key(route, token, path)
         self._wait_for_budget(key, route, whole=True)
 
-    def _wait_for_budget(self, key: tuple | None, route: str, *, whole: bool = False) -> None:
+    def _wait_for_budget(self, key: WindowKey | None, route: str, *, whole: bool = False) -> None:
         while (wait := self.bucket_delay(key, whole=whole)) > 0:
             if wait > 5:
                 progress(f"waiting {wait:.0f}s for the {route} budget")

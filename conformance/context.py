@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.calls import UNKNOWN_SID, Call
-from conformance.client import NO_BODY, Exchange
+from conformance.exchange import NO_BODY, Exchange
 from conformance.sessions import Sessions
 from conformance.spec import Operation
 from conformance.switches import KillSwitches

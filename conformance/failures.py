@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conformance.client import Exchange
+    from conformance.exchange import Exchange
     from conformance.spec import Operation
 
 

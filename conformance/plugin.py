@@ -69,7 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _route_progress(config: pytest.Config) -> None:
     """Progress lines must reach the terminal while pytest captures the test's output."""
-    from conformance import client
+    from conformance import pacing
 
     def write(line: str) -> None:
         capman = config.pluginmanager.getplugin("capturemanager")
@@ -80,7 +80,7 @@ def _route_progress(config: pytest.Config) -> None:
         with capman.global_and_fixture_disabled():
             reporter.write_line(line)
 
-    client.PROGRESS_SINK[0] = write
+    pacing.PROGRESS_SINK[0] = write
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -187,7 +187,7 @@ class ConformanceRun:
     def _announce_plan(self, session: pytest.Session) -> None:
         """Say up front what the run will spend, so a long run is expected, not a hang."""
         from conformance.cases import Case
-        from conformance.client import progress
+        from conformance.pacing import progress
         from conformance.plan import Plan
 
         assert self.target is not None

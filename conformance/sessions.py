@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from conformance.calls import CHALLENGE, SELF_ROUTE, Call, Token
-from conformance.client import NO_BODY, Exchange, token_claims
+from conformance.exchange import NO_BODY, Exchange, token_claims
 from conformance.failures import CheckFailure
 from conformance.spec import Operation, Spec
 from conformance.target import Account, Target, totp

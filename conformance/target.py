@@ -20,7 +20,9 @@ import pyotp
 import requests
 
 from conformance import redact
-from conformance.client import Client, TargetUnreachable, progress
+from conformance.client import Client
+from conformance.exchange import TargetUnreachable
+from conformance.pacing import progress
 from conformance.redact import Redactor
 from conformance.spec import Spec
 

@@ -30,9 +30,10 @@ from schemathesis.specs.openapi.checks import (
 from conformance.calls import UNKNOWN_SID
 from conformance.cases import raise_failure, run_case_errors, target_lost
 from conformance.catalog import all_checks
-from conformance.client import Exchange, TargetUnreachable, progress, token_claims
 from conformance.context import Context
+from conformance.exchange import Exchange, TargetUnreachable, token_claims
 from conformance.failures import CheckFailure
+from conformance.pacing import progress
 from conformance.redact import Redactor
 from conformance.spec import load_raw, load_spec
 

@@ -33,7 +33,7 @@ from conformance.failures import CheckFailure, fail
 from conformance.registry import REGISTRY, Check
 
 if TYPE_CHECKING:
-    from conformance.client import Exchange
+    from conformance.exchange import Exchange
     from conformance.spec import Operation, Spec
 
 # The proxy reports a bucket's stream of answers under the suite's check of the same rule
@@ -228,7 +228,7 @@ class RemainingTracker:
 
 def client_user(token: str | None) -> str | None:
     """The user a token names (its `sub`, unverified): whose buckets its answers count in."""
-    from conformance.client import token_claims
+    from conformance.exchange import token_claims
 
     sub = token_claims(token).get("sub")
     return str(sub) if sub is not None else None

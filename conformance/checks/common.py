@@ -5,8 +5,8 @@ more than one rule group uses.
 from __future__ import annotations
 
 from conformance.calls import Token
-from conformance.client import Exchange
 from conformance.context import Context
+from conformance.exchange import Exchange
 from conformance.failures import fail
 from conformance.spec import Operation
 from conformance.target import Account

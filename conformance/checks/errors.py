@@ -10,7 +10,7 @@ from conformance.failures import fail
 from conformance.registry import SpecView, check
 
 if TYPE_CHECKING:
-    from conformance.client import Exchange
+    from conformance.exchange import Exchange
     from conformance.spec import Operation
 
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conformance.checks.headers import RATELIMIT_HEADERS
-from conformance.client import Exchange
 from conformance.context import Context
+from conformance.exchange import Exchange
 from conformance.failures import fail
 from conformance.spec import Operation, RateLimit
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.calls import Call
-from conformance.client import Exchange
 from conformance.context import Context
+from conformance.exchange import Exchange
 from conformance.failures import expect_error, fail
 from conformance.registry import check
 from conformance.spec import Operation

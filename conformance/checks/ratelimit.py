@@ -15,8 +15,8 @@ from conformance.calls import CHALLENGE, Call
 from conformance.checks.common import expect_success
 from conformance.checks.headers import RATELIMIT_HEADERS
 from conformance.checks.ledger import Ledger
-from conformance.client import Exchange
 from conformance.context import Context
+from conformance.exchange import Exchange
 from conformance.failures import CheckFailure, expect_error, fail
 from conformance.registry import check
 from conformance.spec import Operation

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from conformance.calls import CHALLENGE, Call
 from conformance.checks.common import expect_success
-from conformance.client import NO_BODY, token_claims
 from conformance.context import Context
+from conformance.exchange import NO_BODY, token_claims
 from conformance.failures import expect_error, fail
 from conformance.registry import check
 from conformance.spec import Operation

@@ -5,8 +5,8 @@ a deleted session's token refused at once.
 from __future__ import annotations
 
 from conformance.checks.common import INVALID_SESSION, expect_success, issue_session
-from conformance.client import token_claims, token_header
 from conformance.context import Context
+from conformance.exchange import token_claims, token_header
 from conformance.failures import expect_error, fail
 from conformance.registry import check
 from conformance.spec import Operation

@@ -17,7 +17,7 @@ from typing import Any
 
 from requests.structures import CaseInsensitiveDict
 
-from conformance.client import Exchange
+from conformance.exchange import Exchange
 from conformance.failures import CheckFailure
 from conformance.redact import Redactor
 from conformance.spec import Operation, Spec

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from requests.structures import CaseInsensitiveDict
 
-from conformance.client import Exchange
+from conformance.exchange import Exchange
 from conformance.registry import REGISTRY
 from conformance.spec import load_spec
 from conformance.traffic import (

@@ -7,8 +7,10 @@ import subprocess
 import time
 
 from conformance.cases import cases
-from conformance.client import Client, Exchange, Pacer, token_claims
+from conformance.client import Client
+from conformance.exchange import Exchange, token_claims
 from conformance.failures import CheckFailure
+from conformance.pacing import Pacer
 from conformance.redact import Redactor
 from conformance.spec import RateLimit, load_spec
 from conformance.target import control_root, totp
