@@ -35,7 +35,7 @@ from conformance.exchange import Exchange, TargetUnreachable, token_claims
 from conformance.failures import CheckFailure
 from conformance.pacing import progress
 from conformance.redact import Redactor
-from conformance.spec import load_raw, load_spec
+from conformance.spec import Operation, load_raw, load_spec
 
 SCHEMATHESIS_CHECKS = {
     "positive": [
@@ -104,30 +104,15 @@ def test_generated(conformance_context: Context, operation_id: str, mode: str) -
     op = load_spec().operation(operation_id)
     run_case_errors(ctx, op)
     operation = st_schema()[op.path][op.method]
-    fixed: dict[str, Any] = {}
-    if not ctx.target.is_mock and op.deletes_sessions and op.is_self:
-        # On a deployment, deleting the suite's own session costs a login (4 per 5
-        # minutes): keep generated requests off `me` and off include-self=true.
-        if op.param("sid") is not None:
-            fixed["path_parameters"] = {"sid": UNKNOWN_SID}
-        if op.param("include-self") is not None:
-            fixed["query"] = {"include-self": "false"}
     strategy = operation.as_strategy(
         generation_mode=GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE,
-        **fixed,
+        **_fixed_parameters(ctx, op),
     )
-    response_checks = [
-        c
-        for c in all_checks()
-        if c.kind == "response" and c.id not in ("schema.status", "schema.body")
-    ]
-    examples = ctx.target.settings_examples
     actor = ctx.default_actor(op)
     client = ctx.client
-    base_url = client.base_url
 
     @hypothesis.settings(
-        max_examples=examples,
+        max_examples=ctx.target.settings_examples,
         deadline=None,
         database=None,
         derandomize=True,
@@ -147,69 +132,10 @@ def test_generated(conformance_context: Context, operation_id: str, mode: str) -
         if client.budget_spent_for(op, token, case.body if has_body else None, has_body=has_body):
             unsent.append(1)
             return
-        if token is not None:
-            case.headers = {**(case.headers or {}), "Authorization": token}
-        extra = {"X-Forwarded-For": client.fresh_ip()} if client.rotate_ips else {}
-        for _attempt in range(4):
-            sent = None
-            if not client.rotate_ips:
-                body = case.body if isinstance(case.body, dict) else None
-                sent = client.pace(f"{op.method} {op.path}", token, body)
-            started = time.monotonic()
-            response = case.call(base_url=base_url, headers=extra, session=client.session)
-            client.ledger.add("requests", time.monotonic() - started)
-            client.ledger.sent[token_claims(token).get("sub") or "anonymous"] += 1
-            exchange = _exchange(response, client.redactor)
-            client.redactor.learn(exchange.text)
-            client.learn(
-                token,
-                response.status_code,
-                route=f"{op.method} {op.path}",
-                body=case.body if isinstance(case.body, dict) else None,
-                headers=exchange.headers,
-                code=exchange.code,
-                sent=sent,
-            )
-            if response.status_code != 429 or client.rotate_ips:
-                break
-            reset = response.headers.get("RateLimit-Reset", ["1"])
-            value = reset[0] if isinstance(reset, list) else reset
-            wait = float(value) + 0.1 if str(value).isdigit() else 1.0
-            if wait > 5:
-                progress(f"rate limited during generated requests; waiting {wait:.0f}s")
-            client.rate_limited.append(exchange)
-            client.waited += wait
-            client.pause(wait, "429 back-off")
+        response, exchange = _send(ctx, op, case, token)
         if op.deletes_sessions and response.status_code == 200:
             ctx.forget(None)
-        check_id = f"fuzz.{mode}"
-        # A path parameter outside its pattern is an unknown path; the spec lists that
-        # 404 INVALID_ENDPOINT_ERROR on each operation with path parameters, so every
-        # answer is judged by the spec alone.
-        try:
-            case.validate_response(response, checks=_checks_for(mode, exchange))
-        except FailureGroup as group:
-            problems = "; ".join(_whole(failure) for failure in group.exceptions)
-            raise CheckFailure(
-                check_id,
-                str(op),
-                f"a generated {mode} request is answered as the spec says ({problems})",
-                "a response the spec allows",
-                exchange.summary(),
-                exchange.curl(),
-            ) from None
-        for chk in response_checks:
-            try:
-                chk.func(ctx, op, exchange)
-            except CheckFailure as failure:
-                raise CheckFailure(
-                    check_id,
-                    str(op),
-                    f"a generated {mode} request: {failure.check_id}: {failure.rule}",
-                    failure.expected,
-                    failure.actual,
-                    failure.curl,
-                ) from None
+        _judge(ctx, op, mode, case, response, exchange)
 
     unsent: list[int] = []
     try:
@@ -224,6 +150,97 @@ def test_generated(conformance_context: Context, operation_id: str, mode: str) -
                 f"{op.label}: {len(unsent)} generated request(s) not sent, since they would "
                 "count in a route budget that is spent for now"
             )
+
+
+def _fixed_parameters(ctx: Context, op: Operation) -> dict[str, Any]:
+    """What generated requests keep fixed. On a deployment, deleting the suite's own
+    session costs a login (4 per 5 minutes): keep them off `me` and off include-self=true."""
+    fixed: dict[str, Any] = {}
+    if not ctx.target.is_mock and op.deletes_sessions and op.is_self:
+        if op.param("sid") is not None:
+            fixed["path_parameters"] = {"sid": UNKNOWN_SID}
+        if op.param("include-self") is not None:
+            fixed["query"] = {"include-self": "false"}
+    return fixed
+
+
+def _send(ctx: Context, op: Operation, case: Any, token: str | None) -> tuple[Any, Exchange]:
+    """Send a generated request as the suite sends its own: paced on a deployment (backing
+    off on 429), from a fresh address on the mock, recorded and learnt from."""
+    client = ctx.client
+    if token is not None:
+        case.headers = {**(case.headers or {}), "Authorization": token}
+    extra = {"X-Forwarded-For": client.fresh_ip()} if client.rotate_ips else {}
+    body = case.body if isinstance(case.body, dict) else None
+    for _attempt in range(4):
+        sent = None
+        if not client.rotate_ips:
+            sent = client.pace(op.label, token, body)
+        started = time.monotonic()
+        response = case.call(base_url=client.base_url, headers=extra, session=client.session)
+        client.ledger.add("requests", time.monotonic() - started)
+        client.ledger.sent[token_claims(token).get("sub") or "anonymous"] += 1
+        exchange = _exchange(response, client.redactor)
+        client.redactor.learn(exchange.text)
+        client.learn(
+            token,
+            response.status_code,
+            route=op.label,
+            body=body,
+            headers=exchange.headers,
+            code=exchange.code,
+            sent=sent,
+        )
+        if response.status_code != 429 or client.rotate_ips:
+            break
+        reset = response.headers.get("RateLimit-Reset", ["1"])
+        value = reset[0] if isinstance(reset, list) else reset
+        wait = float(value) + 0.1 if str(value).isdigit() else 1.0
+        if wait > 5:
+            progress(f"rate limited during generated requests; waiting {wait:.0f}s")
+        client.rate_limited.append(exchange)
+        client.waited += wait
+        client.pause(wait, "429 back-off")
+    return response, exchange
+
+
+def _judge(
+    ctx: Context, op: Operation, mode: str, case: Any, response: Any, exchange: Exchange
+) -> None:
+    """Judge a generated request's answer by Schemathesis' checks and the suite's response
+    checks (but the two Schemathesis already covers), as `fuzz.<mode>`.
+
+    A path parameter outside its pattern is an unknown path; the spec lists that 404
+    INVALID_ENDPOINT_ERROR on each operation with path parameters, so every answer is
+    judged by the spec alone."""
+    check_id = f"fuzz.{mode}"
+    try:
+        case.validate_response(response, checks=_checks_for(mode, exchange))
+    except FailureGroup as group:
+        problems = "; ".join(_whole(failure) for failure in group.exceptions)
+        raise CheckFailure(
+            check_id,
+            str(op),
+            f"a generated {mode} request is answered as the spec says ({problems})",
+            "a response the spec allows",
+            exchange.summary(),
+            exchange.curl(),
+        ) from None
+    covered = ("schema.status", "schema.body")
+    for chk in all_checks():
+        if chk.kind != "response" or chk.id in covered:
+            continue
+        try:
+            chk.func(ctx, op, exchange)
+        except CheckFailure as failure:
+            raise CheckFailure(
+                check_id,
+                str(op),
+                f"a generated {mode} request: {failure.check_id}: {failure.rule}",
+                failure.expected,
+                failure.actual,
+                failure.curl,
+            ) from None
 
 
 def _checks_for(mode: str, exchange: Exchange) -> list[Any]:
