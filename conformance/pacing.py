@@ -1,7 +1,8 @@
 """Keeping within a deployment's rate limits, and saying so: sliding windows of send times
 (`Pacer`), a request on its way (`Sent`), a route bucket as the server last stated it
 (`BucketState`), where a run's time went (`Ledger`), and the progress line a long wait
-prints (`progress`; the run points `PROGRESS_SINK` at pytest's terminal).
+prints (`progress`; a run points it at pytest's terminal with `progress_to`, and back
+when it ends).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def _write(line: str) -> None:
 
 # Where progress lines go; the pytest plugin points it past output capturing.
 PROGRESS_SINK: list[Callable[[str], None]] = [_write]
+
+
+def progress_to(sink: Callable[[str], None] | None) -> None:
+    """Where progress lines go while a run lasts; None: stderr again."""
+    PROGRESS_SINK[0] = sink or _write
 
 
 def progress(message: str) -> None:

@@ -80,7 +80,7 @@ def _route_progress(config: pytest.Config) -> None:
         with capman.global_and_fixture_disabled():
             reporter.write_line(line)
 
-    pacing.PROGRESS_SINK[0] = write
+    pacing.progress_to(write)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -325,6 +325,9 @@ class ConformanceRun:
                 self.context.cleanup()
             except Exception as exc:  # clean-up must never hide the results
                 print(f"[conformance] clean-up failed: {exc}")
+        from conformance import pacing
+
+        pacing.progress_to(None)  # nothing of the run outlives it
 
 
 # Fixtures ---------------------------------------------------------------------------------

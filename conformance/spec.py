@@ -162,7 +162,7 @@ class Operation:
     responses: dict[str, dict[str, Any]] = field(repr=False)
 
     def __str__(self) -> str:
-        return f"{self.id} ({self.method} {self.path})"
+        return f"{self.id} ({self.label})"
 
     @property
     def label(self) -> str:
