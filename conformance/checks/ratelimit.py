@@ -6,7 +6,6 @@ on a route (a literal path being a route of its own), and accounting answer by a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,19 +14,20 @@ from conformance.calls import CHALLENGE, Call
 from conformance.checks.common import expect_success
 from conformance.checks.headers import RATELIMIT_HEADERS
 from conformance.checks.ledger import Ledger
+from conformance.checks.windows import (
+    NEW_WINDOW,
+    RATELIMITED,
+    USED_UP,
+    pinned,
+    send_paced,
+    use_up_window,
+)
 from conformance.context import Context
 from conformance.exchange import Exchange
 from conformance.failures import CheckFailure, expect_error, fail
 from conformance.registry import check
 from conformance.spec import Operation
 from conformance.traffic import remaining_step
-
-RATELIMITED = "RATELIMITED_ERROR"
-
-
-def _spacing(ctx: Context) -> float:
-    limit, window = ctx.spec.burst
-    return window / limit + 0.01
 
 
 def _expected_limits(ctx: Context, op: Operation, call: Call) -> set[int]:
@@ -43,10 +43,6 @@ def _expected_limits(ctx: Context, op: Operation, call: Call) -> set[int]:
         return {own}
     live = ctx.client.live_bucket(ctx.client.bucket_key(op.label, call.token, call.concrete_path()))
     return {own} if live is None else {own, live.limit}
-
-
-def _pinned(ctx: Context) -> str | None:
-    return ctx.client.fresh_ip() if ctx.target.is_mock else None
 
 
 def _burst_call(ctx: Context, op: Operation) -> Call:
@@ -65,7 +61,7 @@ def ratelimit_burst(ctx: Context, op: Operation, variant: object) -> None:
 
     limit, window = ctx.spec.burst
     call = _burst_call(ctx, op)
-    ip = _pinned(ctx)
+    ip = pinned(ctx)
     if not ctx.target.is_mock:
         ctx.client.settle(op.label, call.token, call.body)
         ctx.client.pause(window + 0.1)
@@ -120,116 +116,6 @@ def ratelimit_burst(ctx: Context, op: Operation, variant: object) -> None:
         )
 
 
-def _send_paced(ctx: Context, call: Call, ip: str | None, count: int) -> list[Exchange]:
-    """`count` requests, spaced so the burst limit never fires (moving the mock's clock)."""
-
-    spacing = _spacing(ctx)
-    results = []
-    if ctx.target.control is None:
-        ctx.client.settle(call.op.label, call.token, call.body)
-    for _ in range(count):
-        results.append(
-            ctx.client.request(
-                call.op.method,
-                call.concrete_path(),
-                token=call.token,
-                query=call.query or None,
-                json_body=call.body,
-                headers=call.headers or None,
-                route=call.op.path,
-                ip=ip,
-                retry_rate_limited=False,
-                pace=False,
-            )
-        )
-        if ctx.target.control is not None:
-            ctx.target.control.clock(advance=spacing)
-        else:
-            ctx.client.pause(spacing)
-    return results
-
-
-# On a deployment the two halves of `ratelimit.route-limit` run apart: the window is used
-# up where the check's place in the run comes, and judged to renew near the end of the
-# run, so that the run's other work fills the window instead of a wait.
-USED_UP, NEW_WINDOW = "used-up", "new-window"
-
-
-@dataclass
-class _UsedUp:
-    """A route window a check used up: the call, its address and when the window ends."""
-
-    call: Call
-    ip: str | None
-    ends: float  # time.monotonic() (on the mock: the mock's clock) when the window ends
-    refused: bool  # the request past the limit was refused
-
-
-def _window_actor(ctx: Context, op: Operation) -> Any:
-    """Who uses up `op`'s window on a deployment. Buckets are per address and user, and
-    /users/me/sessions is shared by three methods: each of them spends a different
-    account's bucket where the run has several, instead of first waiting out the window
-    the previous one used up (4 per 5 minutes, once scoped sessions have used it)."""
-    if ctx.target.is_mock or op.authentication == "forbidden" or op.rate_limit is None:
-        return "default"
-    sharing = [
-        other.id
-        for other in ctx.spec.operations
-        if other.rate_limit is not None and other.rate_limit.route == op.rate_limit.route
-    ]
-    accounts: list[Any] = []
-    for role in ("target", "user", "staff-plain"):
-        account = ctx.target.account(role)
-        if account is not None and account.username not in {a.username for a in accounts}:
-            accounts.append(account)
-    return accounts[sharing.index(op.id) % len(accounts)] if accounts else "default"
-
-
-def _use_up_window(ctx: Context, op: Operation) -> _UsedUp:
-    """Send `limit + 1` counted requests in one window; the last should be refused."""
-    limiter = op.rate_limit
-    assert limiter is not None
-    call = ctx.valid_call(op, _window_actor(ctx, op), placeholders=True)
-    ip = _pinned(ctx)
-    if not ctx.target.is_mock:
-        # This operation must open the bucket itself: a window another method opened has
-        # that method's limit (contract section 5).
-        ctx.client.wait_for_full_budget(op.label, call.token, call.body, call.concrete_path())
-    with ctx.target.frozen_clock():
-        sent = _send_paced(ctx, call, ip, limiter.limit + 1)
-    ctx.after(call, sent[0])
-    last = sent[-1]
-    reset = last.headers.get("RateLimit-Reset", "")
-    fits = reset.isdigit() and int(reset) <= limiter.window
-    wait = int(reset) + 1 if fits else limiter.window + 1
-    used = _UsedUp(call, ip, ctx.client_clock() + wait, last.status == 429)
-    ctx.used_up[op.id] = used
-    for i, exchange in enumerate(sent[:-1], 1):
-        if exchange.status == 429:
-            raise fail(
-                op,
-                f"request {i} of {limiter.limit} in the window is allowed",
-                "not 429",
-                exchange,
-            )
-    expect_error(
-        op,
-        f"request {limiter.limit + 1} within {limiter.window}s is refused",
-        last,
-        429,
-        RATELIMITED,
-    )
-    if last.headers.get("RateLimit-Reason") != "standard":
-        raise fail(
-            op,
-            "the refusal names the standard limit",
-            "RateLimit-Reason: standard",
-            last,
-            f"429 with RateLimit-Reason: {last.headers.get('RateLimit-Reason')!r}",
-        )
-    return used
-
-
 @check(
     "ratelimit.route-limit",
     applies=lambda op: op.rate_limit is not None,
@@ -239,14 +125,14 @@ def _use_up_window(ctx: Context, op: Operation) -> _UsedUp:
 def ratelimit_route_limit(ctx: Context, op: Operation, variant: str) -> None:
     """After `limit` counted requests the next is 429 standard; a new window passes."""
     if variant == USED_UP:
-        _use_up_window(ctx, op)
+        use_up_window(ctx, op)
         return
     # On the mock every case starts afresh (its clock is free to move); on a deployment
     # the window the used-up case spent is judged, once it has ended.
     used = None if ctx.target.is_mock else ctx.used_up.pop(op.id, None)
     if used is None:
         try:
-            used = _use_up_window(ctx, op)
+            used = use_up_window(ctx, op)
         except CheckFailure:
             used = ctx.used_up.pop(op.id)
     if not used.refused:
@@ -256,7 +142,7 @@ def ratelimit_route_limit(ctx: Context, op: Operation, variant: str) -> None:
         ctx.target.wait(left, f"{op.id}: waiting for the rate-limit window to end")
     fresh = ctx.valid_call(op, used.call.actor) if op.deletes_sessions else used.call
     with ctx.target.frozen_clock():
-        after = _send_paced(ctx, fresh, used.ip, 1)[0]
+        after = send_paced(ctx, fresh, used.ip, 1)[0]
     if after.status == 429:
         raise fail(
             op,
@@ -277,12 +163,12 @@ def ratelimit_404_not_counted(ctx: Context, op: Operation, variant: object) -> N
     assert limiter is not None
     call = ctx.valid_call(op)
     wrong = call.with_body(password="wrong-password-" + "y" * 6)
-    ip = _pinned(ctx)
+    ip = pinned(ctx)
     if not ctx.target.is_mock:
         # The whole budget must be free, or the last request is refused for other reasons.
         ctx.client.wait_for_full_budget(op.label, call.token, call.body)
     with ctx.target.frozen_clock():
-        misses = _send_paced(ctx, wrong, ip, limiter.limit + 2)
+        misses = send_paced(ctx, wrong, ip, limiter.limit + 2)
         for miss in misses:
             if miss.status != 404:
                 raise fail(
@@ -291,7 +177,7 @@ def ratelimit_404_not_counted(ctx: Context, op: Operation, variant: object) -> N
                     "404",
                     miss,
                 )
-        hit = _send_paced(ctx, call, ip, 1)[0]
+        hit = send_paced(ctx, call, ip, 1)[0]
     if hit.status == 201 and call.subject is not None:
         ctx.token_from(hit, call.subject, None)
     expect_success(
@@ -305,13 +191,13 @@ def ratelimit_404_not_counted(ctx: Context, op: Operation, variant: object) -> N
 def ratelimit_headers_values(ctx: Context, op: Operation, variant: object) -> None:
     """RateLimit-Limit is the bucket's limit and RateLimit-Remaining counts down."""
     call = ctx.valid_call(op)
-    ip = _pinned(ctx)
+    ip = pinned(ctx)
     if not ctx.target.is_mock:
         ctx.open_bucket_widely(op, call.token)  # as every creation on a deployment
     # Before sending: what the server stated of the bucket before these two requests.
     limits = _expected_limits(ctx, op, call)
     with ctx.target.frozen_clock():
-        first, second = _send_paced(ctx, call, ip, 2)
+        first, second = send_paced(ctx, call, ip, 2)
     ctx.after(call, first)
     window = (op.rate_limit or ctx.spec.global_rate_limit).window
     for exchange in (first, second):
@@ -390,12 +276,12 @@ def ratelimit_route_buckets(ctx: Context, op: Operation, variant: object) -> Non
     the same path counts in the same bucket (observed rows 123-124, 53-60)."""
     partner = _route_partner(ctx, op)
     assert partner is not None
-    ip = _pinned(ctx)
+    ip = pinned(ctx)
     first_call = _off_literal_routes(ctx.valid_call(op, placeholders=True))
     second_call = _off_literal_routes(ctx.valid_call(partner, placeholders=True))
     with ctx.target.frozen_clock():
-        (first,) = _send_paced(ctx, first_call, ip, 1)
-        (second,) = _send_paced(ctx, second_call, ip, 1)
+        (first,) = send_paced(ctx, first_call, ip, 1)
+        (second,) = send_paced(ctx, second_call, ip, 1)
     ctx.after(first_call, first)
     ctx.after(second_call, second)
     if "true" in (first.headers.get("RateLimit-Skipped"), second.headers.get("RateLimit-Skipped")):
@@ -423,7 +309,7 @@ def ratelimit_literal_route(ctx: Context, op: Operation, variant: object) -> Non
     the templated route it also matches (observed rows 121-122)."""
     limiter = op.rate_limit
     assert limiter is not None
-    ip = _pinned(ctx)
+    ip = pinned(ctx)
     call = ctx.valid_call(op, placeholders=True)
     literal = limiter.literal_routes[0]
     templated = _off_literal_routes(call)
@@ -439,8 +325,8 @@ def ratelimit_literal_route(ctx: Context, op: Operation, variant: object) -> Non
         else ctx.client.live_bucket(ctx.client.bucket_key(op.label, call.token, literal))
     )
     with ctx.target.frozen_clock():
-        (first,) = _send_paced(ctx, templated, ip, 1)
-        (second,) = _send_paced(ctx, literal_call, ip, 1)
+        (first,) = send_paced(ctx, templated, ip, 1)
+        (second,) = send_paced(ctx, literal_call, ip, 1)
     ctx.after(templated, first)
     ctx.after(literal_call, second)
     if second.headers.get("RateLimit-Skipped") == "true":
@@ -505,7 +391,7 @@ def ratelimit_accounting(ctx: Context, op: Operation, variant: object) -> None:
     the one bucket the spec names (the route's, shared by its methods, or the global one
     for answers refused before the route's limiter); Limit is the spec's, Reset never
     grows; uncounted answers say RateLimit-Skipped and show no budget."""
-    ip = _pinned(ctx)
+    ip = pinned(ctx)
     call = _accounting_call(ctx, op)
     if not ctx.target.is_mock:
         # A small budget (scoped sessions) is opened by a read of the same route, as the
@@ -537,7 +423,7 @@ def ratelimit_accounting(ctx: Context, op: Operation, variant: object) -> None:
             steps.append((op, ctx.valid_call(op, subject=totp_user), "a challenge"))
     with ctx.target.frozen_clock():
         for sender, step, what in steps:
-            (exchange,) = _send_paced(ctx, step, ip, 1)
+            (exchange,) = send_paced(ctx, step, ip, 1)
             if exchange.status == 201 and sender.issues_tokens and step.subject is not None:
                 ctx.token_from(exchange, step.subject, None)
             ctx.after(step, exchange)
