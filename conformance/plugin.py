@@ -114,6 +114,49 @@ def _run_order(item: pytest.Item) -> tuple[bool, bool]:
     return deletes_everything, late
 
 
+def _case_of(item: pytest.Item) -> Any:
+    from conformance.cases import Case
+
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return next((case for case in params.values() if isinstance(case, Case)), None)
+
+
+def _spread_logins(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The cases that spend logins, spread evenly among the others of their group.
+
+    A deployment lets 4 logins through per 5 minutes, and the run waits whenever a case
+    needs a fifth: with the login cases side by side (all of one operation's checks come
+    together) the run waited out window after window while everything else it had to do
+    stood still. Spread out, that other work fills the windows."""
+    from conformance.plan import Plan
+
+    spec = load_spec()
+
+    def spends_logins(item: pytest.Item) -> bool:
+        case = _case_of(item)
+        return case is not None and Plan.of([case], spec, accounts=0).logins > 0
+
+    spread: list[pytest.Item] = []
+    start = 0
+    for end in range(1, len(items) + 1):
+        if end < len(items) and _run_order(items[end]) == _run_order(items[start]):
+            continue
+        group = items[start:end]
+        logins = [item for item in group if spends_logins(item)]
+        others = [item for item in group if not spends_logins(item)]
+        if logins and others:
+            step = len(others) / len(logins)
+            merged: list[pytest.Item] = []
+            for k, item in enumerate(logins):  # each in the middle of its share
+                merged += others[round(k * step) : round((k + 0.5) * step)]
+                merged.append(item)
+                merged += others[round((k + 0.5) * step) : round((k + 1) * step)]
+            group = merged
+        spread += group
+        start = end
+    return spread
+
+
 class ConformanceRun:
     """One run of the suite: its target, its results and known deviations, and the hooks
     that fill and report them. Registered as a plugin of its own by `pytest_configure`."""
@@ -182,6 +225,9 @@ class ConformanceRun:
             pytest.exit(f"conformance: cannot judge {config.option.base_url}: {exc}", returncode=3)
         self.started = time.monotonic()
         if not self.target.is_mock:
+            # Only a deployment's logins are scarce; on the mock each case starts afresh
+            # and keeps the order it was written in.
+            session.items[:] = _spread_logins(session.items)
             self._announce_plan(session)
 
     def _announce_plan(self, session: pytest.Session) -> None:

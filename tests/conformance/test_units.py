@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import subprocess
 import time
+import types
+from typing import Any
 
 from conformance.cases import cases
 from conformance.client import Client
@@ -381,3 +384,31 @@ def test_a_failure_without_an_id_gets_the_running_checks() -> None:
         assert str(failure).startswith("[unit.claims] login (POST /login): a rule")
     else:
         raise AssertionError("the check did not fail")
+
+
+class _Item:
+    """What the run order reads of a collected case."""
+
+    def __init__(self, case: object) -> None:
+        self.callspec = types.SimpleNamespace(params={"scenario": case})
+
+
+def test_cases_that_spend_logins_are_spread_through_the_run() -> None:
+    from conformance.plan import Plan
+    from conformance.plugin import _run_order, _spread_logins
+
+    spec = load_spec()
+    items: list[Any] = [_Item(case) for case in cases("scenario")]
+    items.sort(key=_run_order)
+    spread = _spread_logins(items)
+    assert sorted(map(id, spread)) == sorted(map(id, items))  # nothing lost or doubled
+    first_group = [item for item in spread if _run_order(item) == (False, False)]
+    logins = [
+        i
+        for i, item in enumerate(first_group)
+        if Plan.of([item.callspec.params["scenario"]], spec, accounts=0).logins > 0
+    ]
+    # Side by side they made the run wait out one login window after another.
+    assert len(logins) >= 3
+    fair_share = len(first_group) / len(logins)
+    assert min(b - a for a, b in itertools.pairwise(logins)) > fair_share / 2
