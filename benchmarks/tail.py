@@ -50,7 +50,7 @@ def percentile(values: list[float], share: float) -> float:
 
 def serve(port: int, out: str, extra: list[str]) -> int:
     """The mock, instrumented; runs in the child process (Granian forks the worker)."""
-    from mockserver import app as app_module
+    from mockserver import api as app_module
     from mockserver import cli
     from mockserver.models import Backend
 
@@ -60,7 +60,7 @@ def serve(port: int, out: str, extra: list[str]) -> int:
     prunes: list[float] = []
     last_end = [0.0]
     started_gc = [0.0]
-    original = app_module.handle_api
+    original = app_module.answer_api
 
     def timed_handle(state: Any, request: Any, rest: str) -> Any:
         begin = time.perf_counter()
@@ -104,7 +104,7 @@ def serve(port: int, out: str, extra: list[str]) -> int:
             values.clear()
         last_end[0] = 0.0
 
-    app_module.handle_api = timed_handle
+    app_module.answer_api = timed_handle
     Backend.prune = timed_prune  # type: ignore[method-assign]
     import signal
 

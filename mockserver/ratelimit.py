@@ -115,6 +115,7 @@ class RateLimiter:
         self._sweep: deque[BucketKey] = deque()
         self._limits: list[Limit] = []
         self._limit_ids: dict[Limit, int] = {}
+        self._limit_by_object: dict[int, tuple[Limit, int]] = {}
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -220,22 +221,32 @@ class RateLimiter:
         return len(stale)
 
     def _sweep_some(self, now: float) -> None:
-        sweep, buckets = self._sweep, self._buckets
-        for _ in range(min(SWEEP_PER_ACQUIRE, len(sweep))):
+        # _stale, inlined: this runs three times per acquire.
+        sweep, buckets, limits = self._sweep, self._buckets, self._limits
+        burst_window = self.burst_window
+        for _ in range(SWEEP_PER_ACQUIRE if len(sweep) >= SWEEP_PER_ACQUIRE else len(sweep)):
             key = sweep.popleft()
             state = buckets.get(key)
             if state is None:
                 continue
-            if self._stale(state, now):
+            limit_id, start, _, recent = state
+            if (start is None or now >= start + limits[limit_id].window) and (
+                not recent or now - max(recent) > burst_window
+            ):
                 del buckets[key]
             else:
                 sweep.append(key)
 
     def _limit_id(self, limit: Limit) -> int:
+        # By identity first: hashing a Limit hashes all its fields, on every acquire.
+        known = self._limit_by_object.get(id(limit))
+        if known is not None and known[0] is limit:
+            return known[1]
         limit_id = self._limit_ids.get(limit)
         if limit_id is None:
             limit_id = self._limit_ids[limit] = len(self._limits)
             self._limits.append(limit)
+        self._limit_by_object[id(limit)] = (limit, limit_id)
         return limit_id
 
     def _current(self, key: BucketKey, limit: Limit, now: float) -> State:

@@ -164,8 +164,13 @@ class Identity:
 
 @functools.lru_cache(maxsize=4096)  # createdAt/updatedAt are formatted again and again
 def iso(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # As strftime("%Y-%m-%dT%H:%M:%S.") would (for years 1000-9999), at a third less:
+    # usedAt is a new time on every authenticated request.
+    m = datetime.fromtimestamp(epoch, UTC)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond // 1000:03d}Z"
+    )
 
 
 def hash_password(password: str, salt: str) -> str:

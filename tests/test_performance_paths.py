@@ -85,7 +85,9 @@ def bodies(op: Operation) -> st.SearchStrategy[dict[str, Any]]:
 def test_body_validation_agrees_with_openapi_core(op: Operation, data: st.DataObject) -> None:
     body = data.draw(bodies(op))
     args = (op, concrete_path(op), MultiDict(), Headers(), body)
-    assert VALIDATOR.request_fields(*args) == VALIDATOR.reference_fields(*args)
+    expected = VALIDATOR.reference_fields(*args)
+    assert VALIDATOR.request_fields(*args) == expected
+    assert VALIDATOR.request_fields(*args) == expected  # the remembered answer, too
 
 
 VALID_BODIES = [
@@ -111,6 +113,49 @@ def test_body_validation_agrees_on_near_valid_bodies(operation_id: str, body: An
     op = SPEC.operations[operation_id]
     args = (op, concrete_path(op), MultiDict(), Headers(), body)
     assert VALIDATOR.request_fields(*args) == VALIDATOR.reference_fields(*args)
+
+
+SAME_SHAPE = [
+    # Bodies remembered by their fields' names and JSON types: any values of those types.
+    ("login", {"username": "alice", "password": "password"}, {"username": "", "password": " "}),
+    ("login", {"username": 1, "password": "x"}, {"username": 2.0, "password": "y"}),
+    ("login", {"username": "a", "rememberMe": 1.5}, {"username": "b", "rememberMe": 2.5}),
+    # Another type is another shape.
+    ("login", {"username": "alice", "password": "x"}, {"username": ["alice"], "password": "x"}),
+    ("login", {"username": "alice", "rememberMe": True}, {"username": "alice", "rememberMe": 1}),
+    # Values that matter: never answered from what another body got.
+    (
+        "createScopedSession",
+        {"name": "a", "permissionFlags": 2},
+        {"name": "a", "permissionFlags": -1},
+    ),
+    ("login", {"2fa": {"type": "totp", "code": "1"}}, {"2fa": {"type": "nope", "code": "1"}}),
+]
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "first", "second"),
+    SAME_SHAPE,
+    ids=[f"{o}-{i}" for i, (o, _, _) in enumerate(SAME_SHAPE)],
+)
+def test_a_body_after_one_of_its_shape_agrees_with_openapi_core(
+    operation_id: str, first: Any, second: Any
+) -> None:
+    validator = SpecValidator(SPEC.document)
+    op = SPEC.operations[operation_id]
+    validator.request_fields(op, concrete_path(op), MultiDict(), Headers(), first)
+    args = (op, concrete_path(op), MultiDict(), Headers(), second)
+    assert validator.request_fields(*args) == validator.reference_fields(*args)
+
+
+def test_remembered_body_results_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    validator = SpecValidator(SPEC.document)
+    monkeypatch.setattr("mockserver.validation.PARAM_RESULTS_KEPT", 3)
+    op = SPEC.operations["login"]
+    for kind in ("a", 1, 1.5, None, True, [], {}):
+        body = {"username": kind, "password": "x"}
+        validator.request_fields(op, concrete_path(op), MultiDict(), Headers(), body)
+    assert len(validator._body_results) <= 3
 
 
 query_values = st.lists(
