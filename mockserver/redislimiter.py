@@ -7,6 +7,7 @@ older than the burst window are dropped), expired by Redis once window and burst
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis
 
@@ -103,14 +104,14 @@ class RedisRateLimiter:
         self.wire = Wire(client)
         self._acquire = client.register_script(ACQUIRE)
         self._release = client.register_script(RELEASE)
+        self._held: tuple[BucketKey, Limit, float, Any] | None = None
+        self._unclaimed: list[tuple[BucketKey, Limit, float, Any]] = []
 
     def _key(self, key: BucketKey) -> str:
         return self.prefix + json.dumps(list(key), separators=(",", ":"))
 
-    def acquire(self, key: BucketKey, limit: Limit, release: Ticket | None = None) -> Ticket:
-        now = self.clock.now()
-        keys = [self._key(key)]
-        args: list[str | int] = [
+    def _args(self, now: float, limit: Limit) -> list[str | int]:
+        return [
             repr(now),
             limit.limit,
             repr(float(limit.window)),
@@ -118,12 +119,50 @@ class RedisRateLimiter:
             repr(float(self.burst_window)),
             BUCKET_SLACK_MS,
         ]
+
+    # An acquire sent ahead, with the request's first round trip (see RedisState._begin):
+    # the pipeline's first acquire takes its answer if it is for the same bucket; one
+    # that nobody took is given back with the request's last round trip.
+
+    def ahead(self, key: BucketKey, limit: Limit) -> tuple[tuple[Any, ...], float]:
+        """The command that acquires in ``key``'s bucket now, and the time it uses."""
+        now = self.clock.now()
+        command = ("EVALSHA", self._acquire.sha, 1, self._key(key), *self._args(now, limit))
+        return command, now
+
+    def hold(self, key: BucketKey, limit: Limit, now: float, reply: Any) -> None:
+        self._held = (key, limit, now, reply)
+
+    def unclaimed(self) -> list[tuple[Any, ...]]:
+        """The commands that give back what was acquired ahead and never taken."""
+        leftover = [*self._unclaimed, *([self._held] if self._held else [])]
+        self._held, self._unclaimed = None, []
+        return [
+            ("EVALSHA", self._release.sha, 1, self._key(key), repr(now))
+            for key, _, now, reply in leftover
+            if reply[0]  # only a passed acquire counted anything
+        ]
+
+    def forget_held(self) -> None:
+        self._held, self._unclaimed = None, []
+
+    def acquire(self, key: BucketKey, limit: Limit, release: Ticket | None = None) -> Ticket:
+        held = self._held
+        if held is not None and release is None:
+            self._held = None
+            if held[0] == key and held[1] is limit:
+                return self._ticket(key, limit, held[2], held[3])
+            self._unclaimed.append(held)
+        now = self.clock.now()
+        keys = [self._key(key)]
+        args = self._args(now, limit)
         if release is not None:
             keys.append(self._key(release.key))
             args.append(repr(release.time))
-        allowed, raw_limit, raw_window, raw_start, count, raw_recent = self.wire.script(
-            self._acquire, keys, args
-        )
+        return self._ticket(key, limit, now, self.wire.script(self._acquire, keys, args))
+
+    def _ticket(self, key: BucketKey, limit: Limit, now: float, reply: Any) -> Ticket:
+        allowed, raw_limit, raw_window, raw_start, count, raw_recent = reply
         bucket_limit, window = int(float(raw_limit)), float(raw_window)
         start = float(raw_start) if raw_start else None
         count = int(count)

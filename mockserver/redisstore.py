@@ -46,13 +46,18 @@ import redis
 from . import exceptions as err
 from .clock import Clock
 from .models import Backend
+from .ratelimit import BucketKey
 from .records import Session, User
+from .redislimiter import ACQUIRE, RELEASE, RedisRateLimiter
 from .rediswire import RedisJournal, Wire, glob
 from .sharedstate import SharedState
 from .snapshot import restore_signer, restore_user, user_snapshot
+from .spec import Limit
 
 log = logging.getLogger("cumulonimbus-mock")
 
+# The methods the API's pipeline answers (mockserver.api.API_METHODS), OPTIONS aside.
+AHEAD_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "TRACE"))
 LOCK_TTL_MS = 30_000  # a crashed worker's lock expires instead of blocking the rest
 BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before any lock; larger bodies are refused anyway
 # Without Redis there is no state to answer from: every feature is unavailable, which
@@ -141,6 +146,10 @@ class RedisState(SharedState):
 
     def start(self) -> None:
         """Publish this worker's state if Redis holds none yet, else load Redis's."""
+        # Through the client, not the Wire: this runs before Granian forks the workers,
+        # and a connection made now would be shared by all of them.
+        for script in (ACQUIRE, RELEASE):
+            self.client.script_load(script)
         with self._local, self._locked(self.keys["lock:global"]):
             if self.client.exists(self.keys["global"]):
                 self._load_global()
@@ -189,23 +198,76 @@ class RedisState(SharedState):
     def _begin(self, environ: dict[str, Any]) -> None:
         self._fresh.clear()
         self._touched.clear()
-        sub = _unverified_sub(environ.get("HTTP_AUTHORIZATION"))
-        if sub is None:
-            results = self.wire.run(("GET", self.keys["grev"]))
-        else:
-            results = self.wire.run(("MGET", self.keys["grev"], self._rev_key(sub)))[0]
+        header = environ.get("HTTP_AUTHORIZATION")
+        sub = _unverified_sub(header)
+        commands: list[tuple[Any, ...]] = [("MGET", self.keys["grev"], self._rev_key(sub or ""))]
+        ahead = self._acquire_ahead(environ, header)
+        if ahead is not None:
+            commands.append(ahead[0])
+        try:
+            replies = self.wire.run(*commands)
+        except redis.exceptions.NoScriptError:  # a restarted Redis: nothing was acquired
+            self._load_scripts()
+            replies = self.wire.run(*commands)
+        results = replies[0]
+        limiter = self.backend.limiter
+        if ahead is not None and isinstance(limiter, RedisRateLimiter):
+            limiter.hold(*ahead[1], replies[1])
         if _int(results[0]) != self._grev:
+            if isinstance(limiter, RedisRateLimiter):
+                # The clock, the key or the switches moved: acquire again, as of now.
+                for command in limiter.unclaimed():
+                    self.wire.run(command)
             self._load_global()
         elif sub is not None and sub in self.backend.users:
             if _int(results[1]) != self._revs.get(sub):
                 self._sync_users([sub])
             self._fresh.add(sub)
 
+    def _load_scripts(self) -> None:
+        """What the first and last round trips call by hash (not through Wire.script,
+        which would load a missing one, as they go with other commands)."""
+        self.wire.run(("SCRIPT", "LOAD", ACQUIRE), ("SCRIPT", "LOAD", RELEASE))
+
+    def _acquire_ahead(
+        self, environ: dict[str, Any], header: str | None
+    ) -> tuple[tuple[Any, ...], tuple[BucketKey, Limit, float]] | None:
+        """The global bucket's acquire, to send with the first round trip, for an API
+        request: the bucket the pipeline's first step will take, if the token's session
+        is live (verified here with the key this worker holds; the first round trip
+        tells whether that key is still current). Anything else, and a guess that turns
+        out wrong, is given back at the end."""
+        limiter, backend = self.backend.limiter, self.backend
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD")
+        if (
+            not isinstance(limiter, RedisRateLimiter)
+            or backend.profile is not None
+            or not path.startswith("/api/")
+            or method == "OPTIONS"
+            or method not in AHEAD_METHODS
+        ):
+            return None
+        user_id = None
+        token = (header or "").strip()
+        if token:
+            claims = backend.signer.verify(token)
+            if claims is not None and "purpose" not in claims:
+                user_id = claims["sub"]
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
+        ip = forwarded or environ.get("REMOTE_ADDR") or "unknown"
+        key: BucketKey = (ip, "*", user_id)
+        command, now = limiter.ahead(key, backend.spec.global_limit)
+        return command, (key, backend.spec.global_limit, now)
+
     def _end(self) -> None:
         commands: list[tuple[Any, ...]] = [
             ("HSET", self._used_key(user_id), session_id, repr(used))
             for (user_id, session_id), used in self._used.items()
         ]
+        limiter = self.backend.limiter
+        if isinstance(limiter, RedisRateLimiter):
+            commands.extend(limiter.unclaimed())
         self.journal.flush(commands)
         if commands:
             self.wire.run(*commands)
@@ -215,6 +277,8 @@ class RedisState(SharedState):
         self._used = {}
 
     def _forget(self) -> None:
+        if isinstance(self.backend.limiter, RedisRateLimiter):
+            self.backend.limiter.forget_held()
         self._grev = -1  # no revision: the next request reloads everything
         self._revs.clear()
         self._used = {}

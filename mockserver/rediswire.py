@@ -21,7 +21,8 @@ class Wire:
     round trip costs (benchmarks/README.md); cold paths use the client as usual."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.connection = redis.Connection(**client.connection_pool.connection_kwargs)
+        pool = client.connection_pool  # a TCP or a Unix socket connection, as the URL says
+        self.connection = pool.connection_class(**pool.connection_kwargs)
 
     def run(self, *commands: tuple[Any, ...]) -> list[Any]:
         connection = self.connection
