@@ -101,6 +101,30 @@ def test_rate_limits_are_shared_between_apps(redis_url: str, prefix: str) -> Non
     assert statuses == [401, 401, 401, 429]
 
 
+def test_a_token_revoked_elsewhere_is_counted_as_anonymous(redis_url: str, prefix: str) -> None:
+    # The global bucket's acquire goes ahead with the first round trip, for the user the
+    # token names; when the session turns out revoked, that place is given back.
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    first, second = create_app(config).test_client(), create_app(config).test_client()
+    first.post("/_mock/clock", json={"frozen": True})
+    token = first.post("/api/login", json={"username": "alice", "password": "password"}).json[
+        "token"
+    ]
+    first.get("/api/users/me/sessions/me", headers={"Authorization": token})  # held by `first`
+    second.delete("/api/users/me/sessions/me", headers={"Authorization": token})
+    response = first.get(
+        "/api/users/me/sessions/me",
+        headers={"Authorization": token, "X-Forwarded-For": "198.51.100.7"},
+    )
+    assert response.status_code == 401
+    buckets = {
+        (b["route"], b["user"]): b["count"]
+        for b in first.get("/_mock/ratelimits").json["items"]
+        if b["ip"] == "198.51.100.7"
+    }
+    assert buckets == {("*", None): 1}
+
+
 def test_reset_through_one_app_resets_the_other(redis_url: str, prefix: str) -> None:
     config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
     first, second = create_app(config).test_client(), create_app(config).test_client()
