@@ -14,6 +14,9 @@ import redis
 from .journal import Journal, readable
 
 
+RAW_BYTES = "_raw"  # in a journal entry kept in Redis: which of its values were bytes
+
+
 class Wire:
     """One connection for the commands on every request's path, sent in one write and
     read back in order. A worker serves one request at a time, and redis-py's client
@@ -58,7 +61,12 @@ class RedisJournal(Journal):
         self.pending: list[str] = []
 
     def append(self, entry: dict[str, Any]) -> None:
-        self.pending.append(json.dumps(readable(entry), default=str))
+        # Raw, as the in-memory journal keeps it (bytes as latin-1 text, named in
+        # RAW_BYTES), made readable only when read: decoding every answer's body to
+        # store it cost more than sending it.
+        raw = {k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in entry.items()}
+        raw[RAW_BYTES] = [k for k, v in entry.items() if isinstance(v, bytes)]
+        self.pending.append(json.dumps(raw, default=str))
 
     def flush(self, commands: list[tuple[Any, ...]]) -> None:
         if self.pending:
@@ -67,8 +75,13 @@ class RedisJournal(Journal):
             self.pending = []
 
     def items(self, limit: int) -> list[dict[str, Any]]:
-        raw = self.client.lrange(self.key, 0, limit - 1)
-        return [json.loads(item) for item in reversed(raw)]
+        entries = []
+        for item in reversed(self.client.lrange(self.key, 0, limit - 1)):
+            entry = json.loads(item)
+            for key in entry.pop(RAW_BYTES, ()):
+                entry[key] = entry[key].encode("latin-1")
+            entries.append(readable(entry))
+        return entries
 
     def clear(self) -> None:
         self.pending = []

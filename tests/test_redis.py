@@ -125,6 +125,18 @@ def test_a_token_revoked_elsewhere_is_counted_as_anonymous(redis_url: str, prefi
     assert buckets == {("*", None): 1}
 
 
+def test_the_journal_in_redis_reads_as_the_one_in_memory(redis_url: str, prefix: str) -> None:
+    entries = []
+    for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
+        client = create_app(config).test_client()
+        client.post("/api/login", json={"username": "nobody", "password": "é"})
+        entry = client.get("/_mock/requests").json["items"][-1]
+        entries.append({k: v for k, v in entry.items() if k not in ("time", "durationMs")})
+    assert entries[0] == entries[1]
+    assert entries[0]["requestBody"] == {"username": "nobody", "password": "é"}
+    assert entries[0]["responseBody"]["code"] == "INVALID_USER_ERROR"
+
+
 def test_reset_through_one_app_resets_the_other(redis_url: str, prefix: str) -> None:
     config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
     first, second = create_app(config).test_client(), create_app(config).test_client()
