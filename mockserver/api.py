@@ -13,7 +13,6 @@ the body's bytes, which is what the server sends; a werkzeug ``Response`` (its
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from . import exceptions as err
 from .httpio import (
     CACHE_CONTROL,
     client_ip,
+    encode,
     error_answer,
     error_response,
     finish_headers,
@@ -64,7 +64,7 @@ class Reply:
 
     @classmethod
     def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = encode(body)
         listed = list(JSON_HEADERS)
         if headers:
             listed.extend(i for i in headers.items() if i[0].lower() != "content-length")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import exceptions as err
+from .httpio import KeyedBody
 from .models import Backend
 from .policies import Call
 from .records import User
@@ -43,7 +44,9 @@ def _page(call: Call, backend: Backend, user: User) -> tuple[int, dict[str, Any]
     limit = int(call.query.get("limit", 50))
     offset = int(call.query.get("offset", 0))
     count, sessions = backend.session_page(user, offset, limit)
-    return 200, {"count": count, "items": [{"id": s.id, "name": s.name} for s in sessions]}
+    items = tuple((s.id, s.name) for s in sessions)
+    body = {"count": count, "items": [{"id": sid, "name": name} for sid, name in items]}
+    return 200, KeyedBody(("sessions", count, items), body)
 
 
 def _ids(call: Call) -> list[str]:

@@ -319,3 +319,35 @@ def test_api_requests_drive_pruning() -> None:
         client.get("/api/", headers={"X-Forwarded-For": "198.18.2.1"})
         clock.advance(1)
     assert len(backend.limiter) == 1  # pruned by those requests, not by a listing
+
+
+# Encoded bodies: a page's JSON is remembered by what wholly determines it.
+
+
+def test_a_remembered_page_changes_with_its_sessions() -> None:
+    from mockserver.app import create_app
+
+    client = create_app({}).test_client()
+    logins = [
+        client.post(
+            "/api/login",
+            json={"username": "alice", "password": "password"},
+            headers={"X-Forwarded-For": f"198.51.100.{n}", "User-Agent": agent},
+        ).json["token"]
+        for n, agent in enumerate(("curl/8.0", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"))
+    ]
+    before = client.get("/api/users/me/sessions", headers={"Authorization": logins[0]}).json
+    client.delete("/api/users/me/sessions/me", headers={"Authorization": logins[1]})
+    after = client.get("/api/users/me/sessions", headers={"Authorization": logins[0]}).json
+    assert (before["count"], after["count"]) == (2, 1)
+    assert after["items"] == [i for i in before["items"] if i["id"] != before["items"][0]["id"]]
+
+
+def test_remembered_encodings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mockserver import httpio
+
+    monkeypatch.setattr(httpio, "ENCODED_KEPT", 3)
+    monkeypatch.setattr(httpio, "_encoded", {})
+    for n in range(10):
+        assert httpio.encode(httpio.KeyedBody(n, {"n": n})) == f'{{"n":{n}}}'.encode()
+    assert len(httpio._encoded) <= 3
