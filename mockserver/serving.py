@@ -232,9 +232,14 @@ class WSGIOverRSGI:
                 try:
                     # wait_for, not asyncio.timeout: the latter needs the current asyncio
                     # Task, and Granian runs this coroutine as its own (Rust) task.
-                    body, complete = await asyncio.wait_for(
-                        _read_body(protocol, limit), self.read_timeout
-                    )
+                    if declared is not None and "transfer-encoding" not in headers:
+                        # A length within the limit: the whole body in one read (one
+                        # wake-up of this loop, where chunk by chunk takes two or more).
+                        body = await asyncio.wait_for(protocol(), self.read_timeout)
+                    else:
+                        body, complete = await asyncio.wait_for(
+                            _read_body(protocol, limit), self.read_timeout
+                        )
                 except TimeoutError:
                     protocol.response_bytes(
                         408, [*ERROR_HEADERS, ("Connection", "close")], REQUEST_TIMEOUT_BODY
