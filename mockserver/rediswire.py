@@ -13,7 +13,6 @@ import redis
 
 from .journal import Journal, readable
 
-
 RAW_BYTES = "_raw"  # in a journal entry kept in Redis: which of its values were bytes
 
 
