@@ -88,6 +88,10 @@ if count == 0 then redis.call('HSET', KEYS[1], 'start', '') end
 return 1
 """
 
+# The methods the API's pipeline answers (mockserver.api.API_METHODS) but OPTIONS, a
+# preflight that no limiter counts.
+AHEAD_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "TRACE"))
+
 
 class RedisRateLimiter:
     """The rate limiter's interface (see :class:`mockserver.ratelimit.RateLimiter`), one
@@ -129,6 +133,27 @@ class RedisRateLimiter:
         now = self.clock.now()
         command = ("EVALSHA", self._acquire.sha, 1, self._key(key), *self._args(now, limit))
         return command, now
+
+    def ahead_for(
+        self, environ: dict[str, Any], header: str | None, signer: Any, global_limit: Limit
+    ) -> tuple[tuple[Any, ...], tuple[BucketKey, Limit, float]] | None:
+        """The global bucket's acquire, to send with a request's first round trip: the
+        bucket the pipeline's first step will take, if the token's session is live
+        (verified with the key this worker holds; that round trip tells whether the key
+        is still current). A guess that turns out wrong is given back at the end."""
+        method = environ.get("REQUEST_METHOD")
+        if not environ.get("PATH_INFO", "").startswith("/api/") or method not in AHEAD_METHODS:
+            return None
+        user_id = None
+        token = (header or "").strip()
+        if token:
+            claims = signer.verify(token)
+            if claims is not None and "purpose" not in claims:
+                user_id = claims["sub"]
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
+        key: BucketKey = (forwarded or environ.get("REMOTE_ADDR") or "unknown", "*", user_id)
+        command, now = self.ahead(key, global_limit)
+        return command, (key, global_limit, now)
 
     def hold(self, key: BucketKey, limit: Limit, now: float, reply: Any) -> None:
         self._held = (key, limit, now, reply)

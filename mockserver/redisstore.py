@@ -56,8 +56,6 @@ from .spec import Limit
 
 log = logging.getLogger("cumulonimbus-mock")
 
-# The methods the API's pipeline answers (mockserver.api.API_METHODS), OPTIONS aside.
-AHEAD_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "TRACE"))
 LOCK_TTL_MS = 30_000  # a crashed worker's lock expires instead of blocking the rest
 BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before any lock; larger bodies are refused anyway
 # Without Redis there is no state to answer from: every feature is unavailable, which
@@ -207,7 +205,8 @@ class RedisState(SharedState):
         try:
             replies = self.wire.run(*commands)
         except redis.exceptions.NoScriptError:  # a restarted Redis: nothing was acquired
-            self._load_scripts()
+            # (Both scripts: the last round trip calls RELEASE by hash with others.)
+            self.wire.run(("SCRIPT", "LOAD", ACQUIRE), ("SCRIPT", "LOAD", RELEASE))
             replies = self.wire.run(*commands)
         results = replies[0]
         limiter = self.backend.limiter
@@ -224,41 +223,13 @@ class RedisState(SharedState):
                 self._sync_users([sub])
             self._fresh.add(sub)
 
-    def _load_scripts(self) -> None:
-        """What the first and last round trips call by hash (not through Wire.script,
-        which would load a missing one, as they go with other commands)."""
-        self.wire.run(("SCRIPT", "LOAD", ACQUIRE), ("SCRIPT", "LOAD", RELEASE))
-
     def _acquire_ahead(
         self, environ: dict[str, Any], header: str | None
     ) -> tuple[tuple[Any, ...], tuple[BucketKey, Limit, float]] | None:
-        """The global bucket's acquire, to send with the first round trip, for an API
-        request: the bucket the pipeline's first step will take, if the token's session
-        is live (verified here with the key this worker holds; the first round trip
-        tells whether that key is still current). Anything else, and a guess that turns
-        out wrong, is given back at the end."""
         limiter, backend = self.backend.limiter, self.backend
-        path = environ.get("PATH_INFO", "")
-        method = environ.get("REQUEST_METHOD")
-        if (
-            not isinstance(limiter, RedisRateLimiter)
-            or backend.profile is not None
-            or not path.startswith("/api/")
-            or method == "OPTIONS"
-            or method not in AHEAD_METHODS
-        ):
-            return None
-        user_id = None
-        token = (header or "").strip()
-        if token:
-            claims = backend.signer.verify(token)
-            if claims is not None and "purpose" not in claims:
-                user_id = claims["sub"]
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
-        ip = forwarded or environ.get("REMOTE_ADDR") or "unknown"
-        key: BucketKey = (ip, "*", user_id)
-        command, now = limiter.ahead(key, backend.spec.global_limit)
-        return command, (key, backend.spec.global_limit, now)
+        if not isinstance(limiter, RedisRateLimiter) or backend.profile is not None:
+            return None  # a profile may answer before any limiter
+        return limiter.ahead_for(environ, header, backend.signer, backend.spec.global_limit)
 
     def _end(self) -> None:
         commands: list[tuple[Any, ...]] = [
