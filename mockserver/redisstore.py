@@ -144,8 +144,7 @@ class RedisState(SharedState):
 
     def start(self) -> None:
         """Publish this worker's state if Redis holds none yet, else load Redis's."""
-        # Through the client, not the Wire: this runs before Granian forks the workers,
-        # and a connection made now would be shared by all of them.
+        # Not on the Wire: this runs before the fork, and its connection would be shared.
         for script in (ACQUIRE, RELEASE):
             self.client.script_load(script)
         with self._local, self._locked(self.keys["lock:global"]):
@@ -205,7 +204,6 @@ class RedisState(SharedState):
         try:
             replies = self.wire.run(*commands)
         except redis.exceptions.NoScriptError:  # a restarted Redis: nothing was acquired
-            # (Both scripts: the last round trip calls RELEASE by hash with others.)
             self.wire.run(("SCRIPT", "LOAD", ACQUIRE), ("SCRIPT", "LOAD", RELEASE))
             replies = self.wire.run(*commands)
         results = replies[0]
