@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -344,6 +346,15 @@ class ConformanceRun:
                 f"{len(client.rate_limited)} 429 answer(s) the plan did not foresee"
             )
             tr.write_line(client.ledger.line())
+            if client.rate_limited:
+                # Which answers they were, so that the plan (or the pacing) can be fixed.
+                seen = Counter(
+                    f"{e.method} {urlsplit(e.url).path} ({e.headers.get('RateLimit-Reason')})"
+                    for e in client.rate_limited
+                )
+                tr.write_line(
+                    "unforeseen 429s: " + ", ".join(f"{k} x{n}" for k, n in seen.most_common())
+                )
         for line in terminal_lines(self.results, self.deviations, self.target):
             tr.write_line(line)
         gone = self.deviations.no_longer_happening()

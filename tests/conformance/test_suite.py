@@ -14,6 +14,7 @@ from tests.conformance.harness import (
     REPO,
     Broken,
     body_of,
+    json_response,
     oldest_first,
     run_suite,
     serve,
@@ -271,3 +272,32 @@ def _journal_limits(mock_app: Any, method: str, path: str) -> str:
         for e in journal
         if e["method"] == method and e["path"].endswith(path)
     )
+
+
+def test_an_unforeseen_429_is_named_in_the_summary(mock_app: Any, tmp_path: Path) -> None:
+    """A 429 the pacing did not plan for says which request met it and why, so the plan
+    or the pacing can be put right."""
+    refused: list[str] = []
+
+    def refuse_one_list(seen: Any, ledger: Any) -> Any:
+        if seen.method == "GET" and seen.path == "/api/users/me/sessions" and not refused:
+            refused.append(seen.path)
+            headers = {"RateLimit-Reset": "1", "RateLimit-Reason": "burst"}
+            message = "You Have Been Ratelimited. Please Try Again Later."
+            return json_response(429, {"code": "RATELIMITED_ERROR", "message": message}, headers)
+        return None
+
+    with serve(Broken(mock_app, request=refuse_one_list)) as base_url:
+        result = run_suite(
+            base_url,
+            tmp_path,
+            "--cumulonimbus-no-control",
+            "--cumulonimbus-username",
+            "alice",
+            "--cumulonimbus-password",
+            "password",
+            "-k",
+            "paging.count-getSelfSessions",
+        )
+    assert "1 429 answer(s) the plan did not foresee" in result.output, str(result)
+    assert "unforeseen 429s: GET /api/users/me/sessions (burst) x1" in result.output
