@@ -218,8 +218,9 @@ def test_an_unannounced_breakage_is_caught(mock_app: Any, tmp_path: Path) -> Non
     assert "schema.body-getSelfSessions" in junit.read_text()
 
 
-def _deployment_run(mock_app: Any, tmp_path: Path, selection: str) -> Any:
-    with serve(mock_app) as base_url:
+def _deployment_run(app: Any, tmp_path: Path, selection: str) -> Any:
+    """The suite judging `app` as a deployment (no control API), as alice."""
+    with serve(app) as base_url:
         return run_suite(
             base_url,
             tmp_path,
@@ -287,17 +288,7 @@ def test_an_unforeseen_429_is_named_in_the_summary(mock_app: Any, tmp_path: Path
             return json_response(429, {"code": "RATELIMITED_ERROR", "message": message}, headers)
         return None
 
-    with serve(Broken(mock_app, request=refuse_one_list)) as base_url:
-        result = run_suite(
-            base_url,
-            tmp_path,
-            "--cumulonimbus-no-control",
-            "--cumulonimbus-username",
-            "alice",
-            "--cumulonimbus-password",
-            "password",
-            "-k",
-            "paging.count-getSelfSessions",
-        )
+    broken = Broken(mock_app, request=refuse_one_list)
+    result = _deployment_run(broken, tmp_path, "paging.count-getSelfSessions")
     assert "1 429 answer(s) the plan did not foresee" in result.output, str(result)
     assert "unforeseen 429s: GET /api/users/me/sessions (burst) x1" in result.output
