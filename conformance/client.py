@@ -177,7 +177,7 @@ class Client:
             if key[0] in kinds:
                 self.pacer.record(key, sent.at)
 
-    def bucket_delay(self, key: WindowKey | None, *, whole: bool = False) -> float:
+    def bucket_delay(self, key: WindowKey | None, *, whole: bool = False, room: int = 0) -> float:
         """Seconds until a request may count in the route bucket `key` (with `whole`: until
         the bucket's window is over, so that the next request opens a new one).
 
@@ -191,7 +191,7 @@ class Client:
             return 0.0
         # Small budgets are used in full; large ones keep a margin for others.
         margin = 0 if state.limit <= 10 else 5
-        if whole or state.remaining <= margin:
+        if whole or state.remaining <= max(margin, room - 1):
             return state.resets_at - now
         return 0.0
 
@@ -222,8 +222,15 @@ class Client:
         key = self.bucket_key(route, token, path)
         self._wait_for_budget(key, route, whole=True)
 
-    def _wait_for_budget(self, key: WindowKey | None, route: str, *, whole: bool = False) -> None:
-        while (wait := self.bucket_delay(key, whole=whole)) > 0:
+    def wait_for_room(self, route: str, token: str | None, path: str, count: int) -> None:
+        """Wait until the route's bucket can take `count` more counted requests in its live
+        window, or has none (the next request opens one): for a series sent unpaced."""
+        self._wait_for_budget(self.bucket_key(route, token, path), route, room=count)
+
+    def _wait_for_budget(
+        self, key: WindowKey | None, route: str, *, whole: bool = False, room: int = 0
+    ) -> None:
+        while (wait := self.bucket_delay(key, whole=whole, room=room)) > 0:
             if wait > 5:
                 progress(f"waiting {wait:.0f}s for the {route} budget")
             self.waited += min(wait + 0.05, 10.0)

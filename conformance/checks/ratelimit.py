@@ -393,11 +393,16 @@ def ratelimit_accounting(ctx: Context, op: Operation, variant: object) -> None:
     grows; uncounted answers say RateLimit-Skipped and show no budget."""
     ip = pinned(ctx)
     call = _accounting_call(ctx, op)
-    if not ctx.target.is_mock:
+    partner = _accounting_partner(ctx, op)
+    if not ctx.target.is_mock and op.rate_limit is not None:
+        # The series is sent unpaced, so the caller's route bucket must have room for its
+        # counted requests (two, and two more with a partner): an earlier check may have
+        # used this account's window up, and the series would meet a 429 of its own making.
+        counted = 4 if partner is not None else 2
+        ctx.client.wait_for_room(op.label, call.token, call.concrete_path(), counted)
         # A small budget (scoped sessions) is opened by a read of the same route, as the
         # run does everywhere: the sequence below then fits, and spends no 5-minute window.
         ctx.open_bucket_widely(op, call.token)
-    ledger = Ledger(ctx, op)
     # At most four answers counted in the route's bucket: within a budget of 4.
     steps: list[tuple[Operation, Any, str]] = [(op, call, "a first request")]
     early = _early_refusal(ctx, op, call) if op.rate_limit is not None else None
@@ -405,7 +410,6 @@ def ratelimit_accounting(ctx: Context, op: Operation, variant: object) -> None:
         steps += [(op, early, "bad input"), (op, call, "a request after bad input")]
     else:
         steps += [(op, call, "a second request")]
-    partner = _accounting_partner(ctx, op)
     if partner is not None:
         other = _off_literal_routes(ctx.valid_call(partner, placeholders=True))
         other = other.replace(token=call.token) if other.actor == call.actor else other
@@ -421,6 +425,7 @@ def ratelimit_accounting(ctx: Context, op: Operation, variant: object) -> None:
         totp_user = ctx.target.account("user-totp")
         if CHALLENGE in limiter.ignore_codes and totp_user is not None:
             steps.append((op, ctx.valid_call(op, subject=totp_user), "a challenge"))
+    ledger = Ledger(ctx, op)
     with ctx.target.frozen_clock():
         for sender, step, what in steps:
             (exchange,) = send_paced(ctx, step, ip, 1)

@@ -78,13 +78,19 @@ def _window_actor(ctx: Context, op: Operation) -> Any:
     the previous one used up (4 per 5 minutes, once scoped sessions have used it)."""
     if ctx.target.is_mock or op.authentication == "forbidden" or op.rate_limit is None:
         return "default"
+    # The smallest budget (scoped sessions, 4 per 5 minutes) takes the first account that
+    # is not the run's default one: a used-up window of the default account's would hold
+    # up every later check that counts in its bucket (ratelimit.accounting met a 429).
     sharing = [
         other.id
-        for other in ctx.spec.operations
+        for other in sorted(
+            ctx.spec.operations,
+            key=lambda other: other.rate_limit.limit if other.rate_limit is not None else 0,
+        )
         if other.rate_limit is not None and other.rate_limit.route == op.rate_limit.route
     ]
     accounts: list[Any] = []
-    for role in ("target", "user", "staff-plain"):
+    for role in ("target", "staff-plain", "user"):
         account = ctx.target.account(role)
         if account is not None and account.username not in {a.username for a in accounts}:
             accounts.append(account)

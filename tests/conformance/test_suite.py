@@ -218,7 +218,7 @@ def test_an_unannounced_breakage_is_caught(mock_app: Any, tmp_path: Path) -> Non
     assert "schema.body-getSelfSessions" in junit.read_text()
 
 
-def _deployment_run(app: Any, tmp_path: Path, selection: str) -> Any:
+def _deployment_run(app: Any, tmp_path: Path, selection: str, *more: str) -> Any:
     """The suite judging `app` as a deployment (no control API), as alice."""
     with serve(app) as base_url:
         return run_suite(
@@ -229,9 +229,39 @@ def _deployment_run(app: Any, tmp_path: Path, selection: str) -> Any:
             "alice",
             "--cumulonimbus-password",
             "password",
+            *more,
             "-k",
             selection,
         )
+
+
+def test_a_used_up_scoped_session_window_is_not_the_default_accounts(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """On a deployment with a second account, ratelimit.route-limit uses up the 4 scoped
+    sessions per 5 minutes of that account, not alice's: the accounting check after it
+    counts in alice's /users/me/sessions bucket, and met a 429 of the run's own making."""
+    added = mock_app.test_client().post(
+        "/_mock/users", json={"username": "erin", "password": "password"}
+    )
+    assert added.status_code == 201, added.get_json()
+    result = _deployment_run(
+        mock_app,
+        tmp_path,
+        "ratelimit.route-limit-createScopedSession-used-up or ratelimit.accounting-getSelfSessions",
+        "--cumulonimbus-run-slow",
+        "--cumulonimbus-username-2",
+        "erin",
+        "--cumulonimbus-password-2",
+        "password",
+    )
+    assert result.returncode == 0, str(result)
+    control = mock_app.test_client()
+    journal = control.get("/_mock/requests?limit=1000").get_json()["items"]
+    assert [e["method"] for e in journal if e["status"] == 429] == ["POST"], journal
+    # The case this is about happened: the scoped-session window used up was erin's.
+    users = {u["username"]: u for u in control.get("/_mock/users").get_json()["items"]}
+    assert len(users["erin"]["sessions"]) >= 4, users["erin"]
 
 
 def test_a_bucket_the_suite_opened_with_a_read_shows_the_reads_limit(

@@ -165,6 +165,18 @@ def test_a_bucket_opened_by_a_small_budget_holds_its_reads_back() -> None:
     assert client.bucket_delay(key) > 280
 
 
+def test_an_unpaced_series_waits_for_a_window_with_room_for_all_of_it() -> None:
+    """ratelimit.accounting sends its series unpaced: with 1 of 4 left it must wait for
+    the next window, with 2 left a series of 2 fits."""
+    client = _client()
+    key = client.bucket_key("GET /users/me/sessions", None, "/users/me/sessions")
+    client.learn(None, 201, route="POST /users/me/sessions", headers=_headers(4, 1, 290))
+    assert client.bucket_delay(key, room=1) == 0
+    assert client.bucket_delay(key, room=2) > 280
+    client.learn(None, 201, route="POST /users/me/sessions", headers=_headers(4, 2, 290))
+    assert client.bucket_delay(key, room=2) == 0
+
+
 def test_an_uncounted_answer_leaves_the_bucket_alone() -> None:
     client = _client()
     skipped = {"RateLimit-Skipped": "true"}
