@@ -29,6 +29,30 @@ _SESSIONS = {
 _WINDOWS = {"ratelimit.route-limit"}
 
 
+def _spends(case: Case) -> tuple[int, int, float]:
+    """What one case spends: logins, scoped sessions, and a window it must see end."""
+    check, op = case.check.id, case.op
+    # A session-issuing operation that asks for credentials is a login.
+    by_login = op.reverification == "credentials"
+    if check in ("token.lifetime", "ids.distinct", "reverify.challenge") and op.issues_tokens:
+        count = 2 if check == "ids.distinct" else 1
+        return (count, 0, 0.0) if by_login else (0, count, 0.0)
+    if check in _WINDOWS and op.rate_limit is not None:
+        # The used-up case spends the whole budget; the new-window case, near the end of
+        # the run, one more.
+        spent = (op.rate_limit.limit if case.variant == "used-up" else 1) * op.issues_tokens
+        window = op.rate_limit.window
+        return (spent, 0, window) if by_login else (0, spent, window)
+    if check == "ratelimit.login-404-not-counted":
+        return 1, 0, 0.0
+    if check == "ratelimit.accounting" and op.issues_tokens and not by_login:
+        return 0, 3, 0.0
+    if op.deletes_sessions and check in ("schema.status", "killswitch.staff-bypass"):
+        return 0, 1, 0.0  # a session for the valid request to delete
+    logins, scoped = _SESSIONS.get(check, (0, 0))
+    return logins, scoped, 0.0
+
+
 @dataclass
 class Plan:
     logins: int = 0
@@ -46,43 +70,16 @@ class Plan:
         masks: set[str] = set()
         paging: set[str] = set()
         for case in cases:
-            check, op = case.check.id, case.op
-            if check == "scope.denied":
+            if case.check.id == "scope.denied":
                 masks.add("denied")
-            elif check.startswith("paging."):
-                paging.add("staff" if op.staff_only else "user")
-            elif check in ("token.lifetime", "ids.distinct") and op.issues_tokens:
-                count = 2 if check == "ids.distinct" else 1
-                if op.reverification == "credentials":
-                    plan.logins += count
-                else:
-                    plan.scoped += count
-            elif check == "reverify.challenge" and op.issues_tokens:
-                if op.reverification == "credentials":
-                    plan.logins += 1
-                else:
-                    plan.scoped += 1
-            elif check == "ratelimit.login-404-not-counted":
-                plan.logins += 1
-            elif check in _WINDOWS and op.rate_limit is not None:
-                # The used-up case spends the whole budget; the new-window case, near the
-                # end of the run, one more. The windows in between overlap the run's other
-                # work: the longest of them bounds the run, not their sum.
-                spent = op.rate_limit.limit if case.variant == "used-up" else 1
-                if op.issues_tokens and op.reverification == "credentials":
-                    plan.logins += spent
-                elif op.issues_tokens:
-                    plan.scoped += spent
-                plan.windows = max(plan.windows, op.rate_limit.window)
-            elif check == "ratelimit.accounting" and op.issues_tokens:
-                if op.reverification != "credentials":
-                    plan.scoped += 3
-            elif op.deletes_sessions and check in ("schema.status", "killswitch.staff-bypass"):
-                plan.scoped += 1  # a session for the valid request to delete
+            elif case.check.id.startswith("paging."):
+                paging.add("staff" if case.op.staff_only else "user")
             else:
-                logins, scoped = _SESSIONS.get(check, (0, 0))
+                logins, scoped, window = _spends(case)
                 plan.logins += logins
                 plan.scoped += scoped
+                # The windows overlap the run's other work: the longest bounds the run.
+                plan.windows = max(plan.windows, window)
         plan.scoped += len(masks) + 3 * len(paging)
         return plan
 

@@ -105,14 +105,7 @@ def _run_order(item: pytest.Item) -> tuple[bool, bool]:
     deletes_everything = any(
         case.op.deletes_sessions and case.op.path.endswith("/all") for case in found
     )
-    late = any(
-        (case.check.id, case.variant)
-        in {
-            ("ratelimit.route-limit", "new-window"),
-            ("reverify.second-factor-answer", "expired-challenge"),
-        }
-        for case in found
-    )
+    late = any(case.variant in case.check.late for case in found)
     return deletes_everything, late
 
 

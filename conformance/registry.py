@@ -50,6 +50,9 @@ class Check:
     variants: Callable[[Operation], Iterable[object]]
     slow: bool
     kill_switches: bool
+    # Variants that run near the end of a run, so its other work fills the wait they
+    # judge (a window's renewal, a challenge's expiry) instead of a wait in place.
+    late: frozenset[object] = frozenset()
 
     @property
     def group(self) -> str:
@@ -81,15 +84,19 @@ def check(
     variants: Callable[[Operation], Iterable[object]] = lambda op: [None],
     slow: bool = False,
     kill_switches: bool = False,
+    late: Iterable[object] = (),
 ) -> Callable[[CheckFunc], CheckFunc]:
     """Register a check. `slow`: needs --cumulonimbus-run-slow on real targets;
-    `kill_switches`: needs --cumulonimbus-allow-kill-switches on real targets."""
+    `kill_switches`: needs --cumulonimbus-allow-kill-switches on real targets; `late`:
+    the variants the run orders near its end."""
 
     def register(func: CheckFunc) -> CheckFunc:
         if check_id in REGISTRY:
             raise ValueError(f"check {check_id} registered twice")
         claiming = _claiming(check_id, func)
-        REGISTRY[check_id] = Check(check_id, claiming, kind, applies, variants, slow, kill_switches)
+        REGISTRY[check_id] = Check(
+            check_id, claiming, kind, applies, variants, slow, kill_switches, frozenset(late)
+        )
         return func
 
     return register

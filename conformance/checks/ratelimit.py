@@ -121,6 +121,7 @@ def ratelimit_burst(ctx: Context, op: Operation, variant: object) -> None:
     applies=lambda op: op.rate_limit is not None,
     slow=True,
     variants=lambda op: [USED_UP, NEW_WINDOW],
+    late={NEW_WINDOW},
 )
 def ratelimit_route_limit(ctx: Context, op: Operation, variant: str) -> None:
     """After `limit` counted requests the next is 429 standard; a new window passes."""

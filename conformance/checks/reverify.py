@@ -5,6 +5,8 @@ a malformed second-factor answer is a 4xx in the API's format.
 
 from __future__ import annotations
 
+from typing import Any
+
 from conformance.calls import CHALLENGE, Call
 from conformance.checks.common import expect_success
 from conformance.context import Context
@@ -140,6 +142,7 @@ def reverify_challenge(ctx: Context, op: Operation, variant: object) -> None:
     "reverify.second-factor-answer",
     applies=lambda op: op.reverification in ("password", "credentials"),
     variants=lambda op: ["not-a-jwt", "other-user", "expired-challenge", "missing-code"],
+    late={"expired-challenge"},
 )
 def reverify_second_factor_answer(ctx: Context, op: Operation, variant: str) -> None:
     """A malformed second-factor answer is a 4xx in the API's format, never a 500: a token
@@ -147,22 +150,7 @@ def reverify_second_factor_answer(ctx: Context, op: Operation, variant: str) -> 
     account = _reverify_actor(ctx, op, True)
     if not account.totp_secret:
         ctx.staff_with_factor()
-    other = None
-    if variant == "other-user":
-        other = next(
-            (
-                a
-                for role in ("staff", "user-totp")
-                if (a := ctx.target.account(role)) is not None
-                and a.totp_secret
-                and a.username != account.username
-            ),
-            None,
-        )
-        if other is None:
-            import pytest
-
-            pytest.skip("needs two accounts with a second factor (only the mock has them)")
+    other = _other_factor_account(ctx, account) if variant == "other-user" else None
     if (
         variant == "expired-challenge"
         and not ctx.target.is_mock
@@ -173,7 +161,6 @@ def reverify_second_factor_answer(ctx: Context, op: Operation, variant: str) -> 
         pytest.skip(
             "waits 5 minutes for a challenge to expire on a real deployment: pass --run-slow"
         )
-    lifetime = ctx.spec.token_lifetimes["secondFactorChallenge"]
     stashed = ctx.challenges.pop(op.id, None) if variant == "expired-challenge" else None
     if stashed is not None:
         # Asked for by this check's first case, long before: the run's work in between
@@ -194,27 +181,7 @@ def reverify_second_factor_answer(ctx: Context, op: Operation, variant: str) -> 
         # its challenge now, instead of waiting 5 minutes there.
         ctx.challenges[op.id] = (call, ctx.send(call), ctx.client_clock())
     answer = ctx.answer_challenge(call, first)
-    factor = answer.body["2fa"]
-    if variant == "not-a-jwt":
-        factor["token"] = "not-a-jwt"
-        status, code = 400, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
-    elif variant == "other-user":
-        assert other is not None
-        login = ctx.spec.operation("login")
-        theirs = ctx.send(ctx.valid_call(login, subject=other))
-        factor["token"] = (
-            (theirs.json or {}).get("token") if isinstance(theirs.json, dict) else None
-        )
-        status, code = 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
-    elif variant == "expired-challenge":
-        left = asked + lifetime + 2 - ctx.client_clock()
-        if left > 0:
-            ctx.target.wait(left, f"{op.id}: waiting for the challenge to expire")
-        factor["code"] = totp(account.totp_secret or "", ctx.now())
-        status, code = 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
-    else:
-        factor.pop("code", None)
-        status, code = 400, "MISSING_FIELDS_ERROR"
+    status, code = _malform(ctx, op, answer.body["2fa"], variant, account, other, asked)
     exchange = ctx.send(answer)
     ctx.after(answer, exchange)
     if exchange.status == 201 and op.issues_tokens:
@@ -232,3 +199,53 @@ def reverify_second_factor_answer(ctx: Context, op: Operation, variant: str) -> 
         code,
         **fields,
     )
+
+
+def _other_factor_account(ctx: Context, account: Account) -> Account:
+    """Another account with a second factor, whose challenge token the answer borrows."""
+    other = next(
+        (
+            a
+            for role in ("staff", "user-totp")
+            if (a := ctx.target.account(role)) is not None
+            and a.totp_secret
+            and a.username != account.username
+        ),
+        None,
+    )
+    if other is None:
+        import pytest
+
+        pytest.skip("needs two accounts with a second factor (only the mock has them)")
+    return other
+
+
+def _malform(
+    ctx: Context,
+    op: Operation,
+    factor: dict[str, Any],
+    variant: str,
+    account: Account,
+    other: Account | None,
+    asked: float,
+) -> tuple[int, str]:
+    """Break the answer's `2fa` in place as `variant` says; the status and code due."""
+    if variant == "not-a-jwt":
+        factor["token"] = "not-a-jwt"
+        return 400, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
+    if variant == "other-user":
+        assert other is not None
+        theirs = ctx.send(ctx.valid_call(ctx.spec.operation("login"), subject=other))
+        factor["token"] = (
+            (theirs.json or {}).get("token") if isinstance(theirs.json, dict) else None
+        )
+        return 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
+    if variant == "expired-challenge":
+        lifetime = ctx.spec.token_lifetimes["secondFactorChallenge"]
+        left = asked + lifetime + 2 - ctx.client_clock()
+        if left > 0:
+            ctx.target.wait(left, f"{op.id}: waiting for the challenge to expire")
+        factor["code"] = totp(account.totp_secret or "", ctx.now())
+        return 401, "INVALID_SECOND_FACTOR_RESPONSE_ERROR"
+    factor.pop("code", None)
+    return 400, "MISSING_FIELDS_ERROR"
