@@ -149,6 +149,22 @@ def test_two_sessions_in_one_second_fail_and_leave_no_session(
     )
 
 
+@pytest.mark.parametrize("start", [0.5 + k / 100 for k in range(50)])
+def test_a_session_alone_in_its_second_is_not_failed_when_the_second_ends_meanwhile(
+    start: float,
+) -> None:
+    """The rule judges the second the session was made in: a clock that ticks into the
+    next second while the request is judged must not turn a lone session into a 500.
+    Every read of this clock moves it on by 10 ms; one of the starts puts the end of the
+    second between making the session and judging it."""
+    ticks = iter(1_700_000_000 + start + 0.01 * n for n in range(10_000))
+    ticking = Clock(source=lambda: next(ticks))
+    app = create_app({"CLOCK": ticking, "TESTING": True, "PROFILE": AS_DEPLOYED})
+    api = Api(app.test_client(), ticking, "192.0.2.6", pace=0)
+    answer = api.call("POST", "/login", json={"username": "alice", "password": "password"})
+    assert answer.status_code == 201, answer.get_json()
+
+
 # The profile file --------------------------------------------------------------------------
 
 
