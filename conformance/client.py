@@ -299,6 +299,8 @@ class Client:
             return
         key = self.bucket_key(route or "", token, path)
         assert key is not None
+        if not standard:
+            self.ledger.counted[key[1]] += 1
         self.buckets[key] = BucketState(
             int(limit), 0 if standard else int(remaining), time.monotonic() + int(reset) + 0.5
         )

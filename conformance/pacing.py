@@ -68,6 +68,9 @@ class Ledger:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = collections.defaultdict(float)
         self.sent: collections.Counter[str] = collections.Counter()
+        # Answers each route bucket counted (by bucket name, e.g. "/login"): what the run
+        # spent of the budgets its plan estimated.
+        self.counted: collections.Counter[str] = collections.Counter()
 
     def add(self, cause: str, seconds: float) -> None:
         self.seconds[cause] += seconds
@@ -79,6 +82,10 @@ class Ledger:
             f"time by cause: {'; '.join(parts)}. Requests sent: {sum(self.sent.values())}"
             f" ({busiest})"
         )
+
+    def counted_line(self) -> str:
+        spent = ", ".join(f"{bucket} {n}" for bucket, n in sorted(self.counted.items()))
+        return f"counted in route buckets: {spent or 'none'}"
 
 
 @dataclass

@@ -89,6 +89,9 @@ class Plan:
         login_windows = max(0, math.ceil(self.logins / self.login_limit) - 1)
         return max(login_windows * self.login_window, self.windows)
 
+    def spent_line(self) -> str:
+        return f"{self.logins} logins, {self.scoped} scoped sessions"
+
     def line(self) -> str:
         return (
             f"needs {self.logins} logins and {self.scoped} scoped sessions: "

@@ -36,6 +36,7 @@ from pytest_cumulonimbus import setting
 
 if TYPE_CHECKING:
     from conformance.context import Context
+    from conformance.plan import Plan
 
 RUN = pytest.StashKey["ConformanceRun"]()
 
@@ -165,6 +166,9 @@ class ConformanceRun:
         self.deviations = KnownDeviations(known.load(path) if path else [])
         self.redactor = self._redactor()
         self.started: float | None = None
+        self.plan: Plan | None = None
+        # What the route buckets had counted when the running case began.
+        self._counted_before: Counter[str] = Counter()
 
     @property
     def settings(self) -> Settings:
@@ -238,8 +242,8 @@ class ConformanceRun:
             selected += [v for v in params.values() if isinstance(v, Case)]
         roles = ("user", "target", "staff", "staff-plain")
         accounts = len({a.username for r in roles if (a := self.target.account(r)) is not None})
-        plan = Plan.of(selected, self.target.spec, accounts=accounts)
-        progress(f"plan: {plan.line()}")
+        self.plan = Plan.of(selected, self.target.spec, accounts=accounts)
+        progress(f"plan: {self.plan.line()}")
 
     def target_or_skip(self) -> Target:
         if self.target is None:
@@ -254,6 +258,19 @@ class ConformanceRun:
         return self.context
 
     # Results ----------------------------------------------------------------------------
+
+    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+        if self.target is not None and not self.target.is_mock:
+            self._counted_before = Counter(self.target.client.ledger.counted)
+
+    def _spent(self) -> dict[str, int]:
+        """What the running case has counted in route buckets so far (deployments)."""
+        if self.target is None or self.target.is_mock:
+            return {}
+        now = self.target.client.ledger.counted
+        return {
+            k: n - self._counted_before[k] for k, n in now.items() if n > self._counted_before[k]
+        }
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -273,6 +290,8 @@ class ConformanceRun:
         if identity is not None:
             report.user_properties.append(("conformance_check", identity[0]))
             report.user_properties.append(("conformance_operation", identity[1]))
+            if call.when == "call" and (spent := self._spent()):
+                report.user_properties.append(("conformance_spent", spent))
         self._redact(report)
         return report
 
@@ -308,6 +327,7 @@ class ConformanceRun:
         elif report.skipped and isinstance(report.longrepr, tuple):
             message = str(report.longrepr[2])
         failure = props.get("conformance_failure")
+        spent = props.get("conformance_spent")
         self.results.record(
             Outcome(
                 str(check_id),
@@ -316,6 +336,7 @@ class ConformanceRun:
                 outcome,
                 message,
                 failure if isinstance(failure, dict) else None,
+                spent if isinstance(spent, dict) else {},
             )
         )
         self.deviations.record(report.nodeid, outcome)
@@ -339,6 +360,8 @@ class ConformanceRun:
                 f"{len(client.rate_limited)} 429 answer(s) the plan did not foresee"
             )
             tr.write_line(client.ledger.line())
+            planned = f" (plan: {self.plan.spent_line()})" if self.plan is not None else ""
+            tr.write_line(client.ledger.counted_line() + planned)
             if client.rate_limited:
                 # Which answers they were, so that the plan (or the pacing) can be fixed.
                 seen = Counter(

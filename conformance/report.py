@@ -52,6 +52,8 @@ class Outcome:
     outcome: str  # passed, failed, skipped, xfailed, xpassed
     message: str = ""
     failure: dict[str, Any] | None = None
+    # On a deployment: answers it spent of each route bucket's budget ({"/login": 2}).
+    spent: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

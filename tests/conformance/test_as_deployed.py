@@ -59,6 +59,12 @@ def test_as_deployed_the_suite_fails_exactly_the_listed_checks(tmp_path: Path) -
             if gone
             else ""
         )
+        # What the new failures said: a timing-dependent one is only understood from it.
+        + "".join(
+            f"\n{c['message']}"
+            for c in report["cases"]
+            if c["outcome"] == "failed" and (c["check"], c["operation"]) in new
+        )
     )
 
 

@@ -3,6 +3,7 @@ target, honours known deviations, runs with --pyargs."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -233,6 +234,27 @@ def _deployment_run(app: Any, tmp_path: Path, selection: str, *more: str) -> Any
             "-k",
             selection,
         )
+
+
+def test_a_deployment_run_says_what_each_case_spent_of_the_login_budget(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """The plan estimates logins; the run counts them, per case in the JSON report and in
+    all at the end, so an estimate that is off shows where."""
+    report = tmp_path / "run.json"
+    result = _deployment_run(
+        mock_app,
+        tmp_path,
+        "token.lifetime-login",
+        "--cumulonimbus-json-report",
+        str(report),
+    )
+    assert result.returncode == 0, str(result)
+    cases = json.loads(report.read_text(encoding="utf-8"))["cases"]
+    # Each case logs in once (default and long-lived).
+    assert [case["spent"].get("/login") for case in cases] == [1, 1]
+    assert "counted in route buckets: /login 2, " in result.output
+    assert "(plan: 3 logins, 0 scoped sessions)" in result.output
 
 
 def test_a_used_up_scoped_session_window_is_not_the_default_accounts(
