@@ -215,6 +215,17 @@ class Client:
             return False
         return self.bucket_delay(self.bucket_key(op.label, token)) > UNSENT_AFTER_SECONDS
 
+    def scarce(self, op: Operation) -> bool:
+        """On a deployment, whether `op` counts in a small budget of the client's address
+        that every account shares (4 logins per 5 minutes), which generated requests must
+        not use up. Scoped sessions are not: the run opens their bucket at 100 a minute."""
+        return (
+            not self.rotate_ips
+            and op.authentication == "forbidden"
+            and op.rate_limit is not None
+            and op.rate_limit.limit <= 10
+        )
+
     def wait_for_full_budget(
         self, route: str, token: str | None, body: Any, path: str = ""
     ) -> None:

@@ -257,6 +257,21 @@ def test_a_deployment_run_says_what_each_case_spent_of_the_login_budget(
     assert "(plan: 3 logins, 0 scoped sessions)" in result.output
 
 
+def test_fuzzing_login_on_a_deployment_leaves_the_login_budget_to_the_checks(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """Generated logins that would count take at most two of the 4 logins per 5 minutes
+    the whole run shares; the others are held back and said so."""
+    report = tmp_path / "run.json"
+    result = _deployment_run(
+        mock_app, tmp_path, "fuzz.positive-login", "--cumulonimbus-json-report", str(report)
+    )
+    assert result.returncode == 0, str(result)
+    [case] = json.loads(report.read_text(encoding="utf-8"))["cases"]
+    assert case["spent"].get("/login", 0) <= 2, case["spent"]
+    assert "generated request(s) not sent" in result.output
+
+
 def test_a_used_up_scoped_session_window_is_not_the_default_accounts(
     mock_app: Any, tmp_path: Path
 ) -> None:
