@@ -127,16 +127,21 @@ def _second_taken(call: Call, ctx: Context) -> bool:
     would have given the new session another id (the next free one) instead."""
     _, body = call.result or (0, {})
     token = body.get("token") if isinstance(body, dict) else None
-    identity = ctx.backend.authenticate(token) if isinstance(token, str) else None
-    if identity is None:
+    claims = ctx.backend.signer.verify(token) if isinstance(token, str) else None
+    if claims is None:
         return False
-    # The second the session was made in, not the clock's now: a second that ended
-    # between making it and judging it would fail a session that had its second alone.
-    second = str(int(identity.session.created_at))
-    if identity.session.id != second:
-        return True
     with ctx.backend.lock:
-        return sum(second in user.sessions for user in ctx.backend.users.values()) > 1
+        # Looked up, not authenticated: judging must not touch the session's usedAt.
+        user = ctx.backend.users.get(claims["sub"])
+        made = user.sessions.get(str(claims["iat"])) if user is not None else None
+        if made is None:
+            return False
+        # The second the session was made in, not the clock's now: a second that ended
+        # between making it and judging it would fail a session that had its second alone.
+        second = str(int(made.created_at))
+        if made.id != second:
+            return True
+        return sum(second in u.sessions for u in ctx.backend.users.values()) > 1
 
 
 def _caller(call: Call, wanted: str) -> bool:
