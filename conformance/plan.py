@@ -25,6 +25,37 @@ _SESSIONS = {
     "delete-all.include-self": (0, 2),
     "bulk.count": (0, 2),
 }
+# Logins a case spends on the login operation itself, beyond the sessions it is about:
+# refused attempts the login bucket still counts (a caller already logged in, a wrong
+# second-factor code) and the valid login a response check judges. Measured by the JSON
+# report's `spent` in a full run.
+_LOGIN_ATTEMPTS = {
+    "auth.forbidden": 1,
+    "reverify.second-factor-answer": 1,
+    "schema.status": 1,
+    "ratelimit.login-404-not-counted": 1,
+    "ratelimit.headers": 2,
+    "ratelimit.accounting": 2,
+}
+
+
+def _relogin(case: Case) -> int:
+    """A login again for a case whose request deletes every session of an account, the
+    suite's browser session included, when the next case of that account needs it: a
+    scoped session deleting its own user's others (both variants), staff deleting the
+    target's (once: the second variant finds no browser session left), include-self=true.
+    The account's last such delete in a run needs none: within one of what a run counts."""
+    check, op, variant = case.check.id, case.op, case.variant
+    if not op.path.endswith("/all"):
+        return 0
+    if check == "scope.allowed":
+        return 1 if op.is_self or variant == op.scope else 0
+    return 1 if check == "delete-all.include-self" and variant == "true" else 0
+
+
+# Generated requests a fuzz case sends on a deployment into a scarce route budget (see
+# `Client.scarce`); the rest of them are held back and reported.
+SCARCE_EXAMPLES = 2
 # Checks that must use up a route's budget and wait for its window to end.
 _WINDOWS = {"ratelimit.route-limit"}
 
@@ -35,7 +66,8 @@ def _spends(case: Case) -> tuple[int, int, float]:
     # A session-issuing operation that asks for credentials is a login.
     by_login = op.reverification == "credentials"
     if check in ("token.lifetime", "ids.distinct", "reverify.challenge") and op.issues_tokens:
-        count = 2 if check == "ids.distinct" else 1
+        # reverify.challenge: the wrong code's answer counts as well as the right one's.
+        count = 2 if check == "ids.distinct" or (check == "reverify.challenge" and by_login) else 1
         return (count, 0, 0.0) if by_login else (0, count, 0.0)
     if check in _WINDOWS and op.rate_limit is not None:
         # The used-up case spends the whole budget; the new-window case, near the end of
@@ -43,17 +75,28 @@ def _spends(case: Case) -> tuple[int, int, float]:
         spent = (op.rate_limit.limit if case.variant == "used-up" else 1) * op.issues_tokens
         window = op.rate_limit.window
         return (spent, 0, window) if by_login else (0, spent, window)
-    if check == "ratelimit.login-404-not-counted":
-        return 1, 0, 0.0
+    if by_login and check in _LOGIN_ATTEMPTS:
+        return _LOGIN_ATTEMPTS[check], 0, 0.0
     if check == "ratelimit.accounting" and op.issues_tokens:
-        # Measured by the JSON report's `spent`: three counted answers either way.
-        return (3, 0, 0.0) if by_login else (0, 3, 0.0)
-    if check == "ratelimit.headers" and op.issues_tokens and by_login:
-        return 2, 0, 0.0
+        return 0, 3, 0.0
+    if check == "ratelimit.accounting" and op.id == "getSelfSessions":
+        # Its series counts in the scoped sessions' bucket of an account the run has not
+        # used yet (see windows._window_actor): that account's first login.
+        return 1, 0, 0.0
+    if check == "fuzz.positive" and _scarce(case):
+        return SCARCE_EXAMPLES, 0, 0.0
+    if relogin := _relogin(case):
+        return relogin, _SESSIONS[check][1], 0.0
     if op.deletes_sessions and check in ("schema.status", "killswitch.staff-bypass"):
         return 0, 1, 0.0  # a session for the valid request to delete
     logins, scoped = _SESSIONS.get(check, (0, 0))
     return logins, scoped, 0.0
+
+
+def _scarce(case: Case) -> bool:
+    """As `Client.scarce` on a deployment: a small budget every account shares."""
+    limiter = case.op.rate_limit
+    return case.op.authentication == "forbidden" and limiter is not None and limiter.limit <= 10
 
 
 @dataclass

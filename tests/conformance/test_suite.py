@@ -4,6 +4,7 @@ target, honours known deviations, runs with --pyargs."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -257,6 +258,25 @@ def test_a_deployment_run_says_what_each_case_spent_of_the_login_budget(
     assert "(plan: 3 logins, 0 scoped sessions)" in result.output
 
 
+def test_the_plan_counts_the_logins_that_checks_spend_beside_their_sessions(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """Refused logins the login bucket still counts, the login a response check judges,
+    and the login again after deleting every session of an account: the plan's estimate
+    is what the run counted (it used to leave them out, and a full run spent half as many
+    logins again as it announced)."""
+    result = _deployment_run(
+        mock_app,
+        tmp_path,
+        "auth.forbidden-login or schema.status-login or delete-all.include-self",
+    )
+    assert result.returncode == 0, str(result)
+    counted = re.search(r"counted in route buckets: /login (\d+),", result.output)
+    planned = re.search(r"\(plan: (\d+) logins", result.output)
+    assert counted is not None and planned is not None, result.output
+    assert (counted.group(1), planned.group(1)) == ("4", "4")
+
+
 def test_fuzzing_login_on_a_deployment_leaves_the_login_budget_to_the_checks(
     mock_app: Any, tmp_path: Path
 ) -> None:
@@ -270,6 +290,25 @@ def test_fuzzing_login_on_a_deployment_leaves_the_login_budget_to_the_checks(
     [case] = json.loads(report.read_text(encoding="utf-8"))["cases"]
     assert case["spent"].get("/login", 0) <= 2, case["spent"]
     assert "generated request(s) not sent" in result.output
+
+
+def test_fuzzing_bulk_deletes_on_a_deployment_keeps_the_suites_own_session(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """Generated bulk deletes of the caller's sessions name no `me` on a deployment: the
+    suite's one login serves both modes (it used to log in again 4 times)."""
+    report = tmp_path / "run.json"
+    result = _deployment_run(
+        mock_app,
+        tmp_path,
+        "fuzz.positive-deleteSelfSessions or fuzz.negative-deleteSelfSessions",
+        "--cumulonimbus-json-report",
+        str(report),
+    )
+    assert result.returncode == 0, str(result)
+    cases = json.loads(report.read_text(encoding="utf-8"))["cases"]
+    assert len(cases) == 2, cases
+    assert sum(case["spent"].get("/login", 0) for case in cases) == 1, cases
 
 
 def test_a_used_up_scoped_session_window_is_not_the_default_accounts(
