@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response
@@ -38,32 +39,43 @@ CORS_HEADERS = {
 _REPLACED = frozenset(("cache-control", "access-control-allow-origin"))
 
 Answer = tuple[int, dict[str, Any], dict[str, str]]
-# Encoded bodies kept by their key (see KeyedBody); forgotten all at once when full.
+# Bodies kept by their key (see keyed), each encoded once; forgotten all at once when full.
 ENCODED_KEPT = 256
-_encoded: dict[Any, bytes] = {}
+_kept: dict[Any, KeyedBody] = {}
 
 
 class KeyedBody(dict[str, Any]):
     """A body with a key that determines it wholly, so that its JSON is encoded once:
     a page of 50 sessions took longer to encode than the rest of its request, and a
-    front end polls the same page again and again."""
+    front end polls the same page again and again. Shared by every answer with its key
+    (see :func:`keyed`), so nothing may change it."""
 
-    __slots__ = ("key",)
+    __slots__ = ("data", "key")
 
     def __init__(self, key: Any, body: dict[str, Any]) -> None:
         super().__init__(body)
         self.key = key
+        self.data: bytes | None = None
+
+
+def keyed(key: Any, build: Callable[[], dict[str, Any]]) -> KeyedBody:
+    """The body ``key`` determines, built by ``build`` only the first time: rebuilding
+    a page's 50 items cost as much as looking its encoding up."""
+    body = _kept.get(key)
+    if body is None:
+        if len(_kept) >= ENCODED_KEPT:
+            _kept.clear()
+        body = _kept[key] = KeyedBody(key, build())
+    return body
 
 
 def encode(body: Any) -> bytes:
     """The body as the API sends JSON. ASCII escapes: a string may hold a lone
     surrogate (JSON allows "\\ud800"), which would not encode as UTF-8."""
     if type(body) is KeyedBody:
-        data = _encoded.get(body.key)
+        data = body.data
         if data is None:
-            if len(_encoded) >= ENCODED_KEPT:
-                _encoded.clear()
-            data = _encoded[body.key] = json.dumps(body, separators=(",", ":")).encode()
+            data = body.data = json.dumps(body, separators=(",", ":")).encode()
         return data
     return json.dumps(body, separators=(",", ":")).encode()
 

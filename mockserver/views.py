@@ -7,10 +7,11 @@ already run (see :mod:`mockserver.policies`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from . import exceptions as err
-from .httpio import KeyedBody
+from .httpio import keyed
 from .models import Backend
 from .policies import Call
 from .records import User
@@ -41,12 +42,24 @@ def _target(call: Call, backend: Backend) -> User:
 
 
 def _page(call: Call, backend: Backend, user: User) -> tuple[int, dict[str, Any]]:
-    limit = int(call.query.get("limit", 50))
-    offset = int(call.query.get("offset", 0))
+    query = call.query
+    # `in` first: MultiDict.get of an absent name raises and catches werkzeug's
+    # BadRequestKeyError, an HTTPException built on every page without an offset.
+    limit = int(query["limit"]) if "limit" in query else 50
+    offset = int(query["offset"]) if "offset" in query else 0
     count, sessions = backend.session_page(user, offset, limit)
-    items = tuple((s.id, s.name) for s in sessions)
-    body = {"count": count, "items": [{"id": sid, "name": name} for sid, name in items]}
-    return 200, KeyedBody(("sessions", count, items), body)
+    # The ids and names wholly determine the page: its body is built and encoded once.
+    ids = tuple(map(_ID, sessions))
+    names = tuple(map(_NAME, sessions))
+    items = zip(ids, names, strict=True)
+    return 200, keyed(
+        ("sessions", count, ids, names),
+        lambda: {"count": count, "items": [{"id": i, "name": n} for i, n in items]},
+    )
+
+
+_ID = attrgetter("id")
+_NAME = attrgetter("name")
 
 
 def _ids(call: Call) -> list[str]:

@@ -347,7 +347,9 @@ def test_remembered_encodings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     from mockserver import httpio
 
     monkeypatch.setattr(httpio, "ENCODED_KEPT", 3)
-    monkeypatch.setattr(httpio, "_encoded", {})
+    monkeypatch.setattr(httpio, "_kept", {})
     for n in range(10):
-        assert httpio.encode(httpio.KeyedBody(n, {"n": n})) == f'{{"n":{n}}}'.encode()
-    assert len(httpio._encoded) <= 3
+        body = httpio.keyed(n, lambda n=n: {"n": n})
+        assert httpio.encode(body) == f'{{"n":{n}}}'.encode()
+        assert httpio.keyed(n, dict) is body  # built once, encoded once
+    assert len(httpio._kept) <= 3
