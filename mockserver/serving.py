@@ -48,6 +48,8 @@ from typing import Any
 
 from flask import Flask
 
+from .httpio import BODY_KEY
+
 log = logging.getLogger("cumulonimbus-mock")
 
 GC_FREEZE_EVERY = 1.0  # seconds
@@ -290,6 +292,7 @@ class WSGIOverRSGI:
         if complete:
             if body or declared is not None:
                 environ["CONTENT_LENGTH"] = str(len(body))
+            environ[BODY_KEY] = body  # all of it, as wsgi.input holds it
         else:
             environ["CONTENT_LENGTH"] = declared if declared is not None else str(len(body))
         return environ

@@ -108,6 +108,30 @@ def test_a_body_over_the_cap_sent_chunked_is_413_json(impatient: str) -> None:
     assert json.loads(body)["code"] == "BODY_TOO_LARGE_ERROR"
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+def test_the_body_the_server_read_is_the_body_the_api_sees(impatient: str, chunked: bool) -> None:
+    # The served worker hands the body it read to the app as bytes (httpio.BODY_KEY)
+    # instead of through wsgi.input: the login, the journal and the limiter see it alike.
+    body = json.dumps({"username": "alice", "password": "password"}).encode()
+    framing = (
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        if chunked
+        else b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    address = f"198.51.100.{2 if chunked else 1}"
+    sock = send(
+        impatient,
+        b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nX-Forwarded-For: %s\r\n" % address.encode() + framing,
+    )
+    head, _, answered = answer(sock).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201 "), head
+    assert "token" in json.loads(answered)
+    entries = requests.get(impatient + "/_mock/requests", timeout=TIMEOUT).json()["items"]
+    mine = [e for e in entries if e["ip"] == address]
+    assert mine[-1]["requestBody"] == {"username": "alice", "password": "password"}
+
+
 def spawn(port: int, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "mockserver", "--port", str(port), "--quiet", *args],
