@@ -18,9 +18,11 @@ import time
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
-from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.http import HTTP_STATUS_CODES, parse_options_header
 from werkzeug.wrappers import Request
+from werkzeug.wsgi import get_content_length
 
 from . import exceptions as err
 from .httpio import (
@@ -160,8 +162,13 @@ def answer_api(state: MockState, request: Request, rest: str) -> Reply:
     if request.method == "OPTIONS":
         # CORS preflight: no body, not counted; the CORS headers come from finish_headers.
         return Reply(204, [], b"")
+    environ = request.environ
+    # What werkzeug's request.content_length, headers.get and args answer, read from the
+    # environ directly: EnvironHeaders look a name up by rewriting it, and raise and catch
+    # a KeyError for each header that is absent (Authorization on a login, say).
+    length = get_content_length(environ)
     limit = request.max_content_length
-    if limit is not None and (request.content_length or 0) > limit:
+    if limit is not None and (length or 0) > limit:
         # Refused before anything runs, whether or not the operation takes a body.
         return Reply.of(error_response(err.PayloadTooLarge()))
     backend = state.backend
@@ -169,12 +176,12 @@ def answer_api(state: MockState, request: Request, rest: str) -> Reply:
     call = Call(
         method=request.method,
         path="/" + rest,
-        query=request.args,
+        query=_args(request),
         headers=request.headers,
         ip=ip,
-        identity=backend.authenticate(request.headers.get("Authorization", "").strip() or None),
+        identity=backend.authenticate(environ.get("HTTP_AUTHORIZATION", "").strip() or None),
         read_body=lambda: _read_body(request),
-        read_raw=lambda: (request.mimetype or "", _body_bytes(request)),
+        read_raw=lambda: (_mimetype(environ), _body_bytes(request)),
     )
     extra: dict[str, str] = {}
     profiled: ProfileAnswer | None = None
@@ -212,8 +219,41 @@ def answer_api(state: MockState, request: Request, rest: str) -> Reply:
     # A profile answers as the service does, which the spec deliberately does not describe.
     if state.strict and call.op is not None and not call.profiled:
         reply = Reply.of(_strict(state, call, reply.response()))
-    _journal(state, request, ip, call.op.operation_id if call.op else None, reply, started)
+    _journal(state, request, length, ip, call.op.operation_id if call.op else None, reply, started)
     return reply
+
+
+# Parsed query strings and content types by their text, as werkzeug's request.args and
+# request.mimetype would parse them each time: a front end repeats a few (?limit=50,
+# application/json). Both values are immutable; short texts only, forgotten when full.
+PARSED_KEPT = 256
+PARSED_LONGEST = 256
+_queries: dict[str, MultiDict[str, str]] = {}
+_mimetypes: dict[str, str] = {}
+
+
+def _args(request: Request) -> MultiDict[str, str]:
+    text: str = request.environ.get("QUERY_STRING", "")
+    args = _queries.get(text)
+    if args is None:
+        args = request.args  # an ImmutableMultiDict
+        if len(text) <= PARSED_LONGEST:
+            if len(_queries) >= PARSED_KEPT:
+                _queries.clear()
+            _queries[text] = args
+    return args
+
+
+def _mimetype(environ: dict[str, Any]) -> str:
+    text: str = environ.get("CONTENT_TYPE", "")
+    mimetype = _mimetypes.get(text)
+    if mimetype is None:
+        mimetype = parse_options_header(text)[0].lower()
+        if len(text) <= PARSED_LONGEST:
+            if len(_mimetypes) >= PARSED_KEPT:
+                _mimetypes.clear()
+            _mimetypes[text] = mimetype
+    return mimetype
 
 
 def _read_body(request: Request) -> dict[str, Any]:
@@ -221,7 +261,7 @@ def _read_body(request: Request) -> dict[str, Any]:
 
     Like the real service's JSON parser, a body that is not sent as JSON is not read.
     """
-    if "json" not in (request.mimetype or ""):
+    if "json" not in _mimetype(request.environ):
         return {}
     raw = _body_bytes(request)
     if not raw:
@@ -284,6 +324,7 @@ def _strict(state: MockState, call: Call, response: Response) -> Response:
 def _journal(
     state: MockState,
     request: Request,
+    length: int | None,
     ip: str,
     operation_id: str | None,
     reply: Reply,
@@ -292,7 +333,7 @@ def _journal(
     # Bodies and headers are kept raw and made readable only when someone reads the
     # journal (see journal.readable): recording sits on every request's path.
     environ = request.environ
-    has_body = request.content_length or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "")
+    has_body = length or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "")
     raw = _body_bytes(request) if has_body else b""
     request_body: Any = (raw if len(raw) <= JOURNAL_BODY_BYTES else "<large body>") if raw else None
     state.record(

@@ -114,9 +114,10 @@ def finish_headers(listed: list[tuple[str, str]], origin: str | None) -> list[tu
 def client_ip(request: Request) -> str:
     """The client's address as the service keys its buckets: the first X-Forwarded-For
     value, else the peer's address."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
+    environ = request.environ  # what request.headers and remote_addr read, directly
+    forwarded: str = environ.get("HTTP_X_FORWARDED_FOR", "")
     first = forwarded.split(",")[0].strip()
-    return first or request.remote_addr or "unknown"
+    return first or environ.get("REMOTE_ADDR") or "unknown"
 
 
 def error_answer(error: BaseException, where: str = "") -> Answer:

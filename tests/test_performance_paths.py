@@ -353,3 +353,29 @@ def test_remembered_encodings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
         assert httpio.encode(body) == f'{{"n":{n}}}'.encode()
         assert httpio.keyed(n, dict) is body  # built once, encoded once
     assert len(httpio._kept) <= 3
+
+
+# Query strings and content types are parsed once per text, as werkzeug parses them.
+
+
+def test_remembered_queries_and_mimetypes_are_werkzeugs_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from mockserver import api
+
+    monkeypatch.setattr(api, "PARSED_KEPT", 3)
+    monkeypatch.setattr(api, "_queries", {})
+    monkeypatch.setattr(api, "_mimetypes", {})
+    queries = ["", "limit=50", "limit=5&offset=1&limit=7", "a=%ff&b", "x" * 300 + "=1"]
+    types = ["", "application/json", "Application/JSON; charset=utf-8", "text/plain;q=1"]
+    for _ in range(2):
+        for query, content_type in zip(queries, [*types, "x/y"], strict=True):
+            environ = EnvironBuilder(query_string=query, content_type=content_type).get_environ()
+            fresh = Request(environ)
+            assert api._args(Request(environ)) == fresh.args
+            assert api._mimetype(environ) == fresh.mimetype
+    assert len(api._queries) <= 3 and len(api._mimetypes) <= 3
+    assert "x" * 300 + "=1" not in api._queries  # long texts are not kept
