@@ -48,6 +48,11 @@ API_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HE
 # Bodies longer than this are journalled as a placeholder.
 JOURNAL_BODY_BYTES = 4096
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", CACHE_CONTROL))
+# What finish_headers appends for any origin to a list that has none of FINISHED_NAMES.
+FINISHED_ANY_ORIGIN = tuple(finish_headers([], None))
+FINISHED_NAMES = frozenset(
+    ("content-length", *(name.lower() for name, _ in FINISHED_ANY_ORIGIN), "vary")
+)
 
 
 class Reply:
@@ -58,21 +63,32 @@ class Reply:
     ``Headers``.
     """
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "plain", "status")
 
     def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        # JSON_HEADERS, headers none of which finish_headers replaces or looks for, and
+        # Content-Length last (see Reply.json): the finished list is known without
+        # looking at each name again.
+        self.plain = False
 
     @classmethod
     def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
         data = encode(body)
         listed = list(JSON_HEADERS)
+        plain = True
         if headers:
-            listed.extend(i for i in headers.items() if i[0].lower() != "content-length")
+            for item in headers.items():
+                name = item[0].lower()
+                if name != "content-length":
+                    listed.append(item)
+                    plain = plain and name not in FINISHED_NAMES
         listed.append(("Content-Length", str(len(data))))
-        return cls(status, listed, data)
+        reply = cls(status, listed, data)
+        reply.plain = plain
+        return reply
 
     @classmethod
     def of(cls, response: Response) -> Reply:
@@ -133,9 +149,16 @@ class ApiFastPath:
     def _send(reply: Reply, environ: dict[str, Any], start_response: Any) -> Any:
         """What Flask's hooks and werkzeug's ``Response.__call__`` would send, built as one
         list: editing werkzeug's Headers one by one costs a third of a request."""
+        body = reply.body
+        if reply.plain and reply.status != 204:
+            # What finish_headers and the length check below make of it, in one step:
+            # they looked at every name in lower case, a fifth of the fast path's work.
+            listed = reply.headers
+            headers = [listed[0], *listed[2:], *FINISHED_ANY_ORIGIN]
+            start_response(reply.status_line, headers)
+            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
         # Any origin, with `*` as the service answers (observed row 5).
         headers = finish_headers(reply.headers, None)
-        body = reply.body
         if reply.status == 204:  # no body, so no length either (RFC 9110 8.6)
             headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
         elif not any(n.lower() == "content-length" for n, _ in headers):

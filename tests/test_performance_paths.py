@@ -379,3 +379,36 @@ def test_remembered_queries_and_mimetypes_are_werkzeugs_and_bounded(
             assert api._mimetype(environ) == fresh.mimetype
     assert len(api._queries) <= 3 and len(api._mimetypes) <= 3
     assert "x" * 300 + "=1" not in api._queries  # long texts are not kept
+
+
+# A JSON reply's headers are finished in one step when nothing in them needs looking at.
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"RateLimit-Limit": "100", "RateLimit-Remaining": "99", "RateLimit-Reset": "60"},
+        {"RateLimit-Skipped": "true", "Retry-After": "3"},
+        {"cache-control": "private", "X-A": "1"},
+        {"Access-Control-Allow-Origin": "https://x.test"},
+        {"ACCESS-CONTROL-MAX-AGE": "5", "Content-Length": "999"},
+        {"Vary": "Accept"},
+    ],
+)
+@pytest.mark.parametrize("status", [200, 204, 404])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_plain_replies_are_finished_as_finish_headers_would(
+    extra: dict[str, str], status: int, method: str
+) -> None:
+    from mockserver.api import ApiFastPath, Reply
+
+    def sent(plain: bool) -> tuple[str, list[tuple[str, str]], list[bytes]]:
+        reply = Reply.json(status, {"code": "X"}, extra)
+        if not plain:
+            reply.plain = False
+        started: list[Any] = []
+        body = ApiFastPath._send(reply, {"REQUEST_METHOD": method}, lambda *a: started.extend(a))
+        return started[0], started[1], body
+
+    assert sent(plain=True) == sent(plain=False)
