@@ -243,7 +243,12 @@ class SpecValidator:
         # finds the operation from it) and those parameters' values.
         if not op.query_params:
             return []
-        key = (op.operation_id, path, *(tuple(query.getlist(n)) for n in op.query_params))
+        # `in` first: MultiDict.getlist of an absent name raises and catches a KeyError.
+        key = (
+            op.operation_id,
+            path,
+            *(tuple(query.getlist(n)) if n in query else () for n in op.query_params),
+        )
         fields = self._param_results.get(key)
         if fields is None:
             fields = self._reference_param_fields(op, self._request(op, path, query, headers, {}))
