@@ -196,3 +196,44 @@ def test_two_mocks_cannot_share_one_state_file(tmp_path: Path) -> None:
         assert "in use by another mock" in other.stderr
     finally:
         stop(process)
+
+
+def test_the_environ_joins_repeated_headers_and_keeps_the_last_content_type() -> None:
+    from types import SimpleNamespace
+
+    from mockserver.serving import WSGIOverRSGI
+
+    class Headers:
+        def __init__(self, items: list[tuple[str, str]]) -> None:
+            self._items = items
+
+        def items(self) -> list[tuple[str, str]]:
+            return self._items
+
+    scope = SimpleNamespace(
+        server="127.0.0.1:8000",
+        client="127.0.0.1:5000",
+        method="POST",
+        path="/api/login",
+        query_string="",
+        http_version="1.1",
+        scheme="http",
+        authority="127.0.0.1:8000",
+        headers=Headers(
+            [
+                ("x-a", "1"),
+                ("content-type", "text/plain"),
+                ("x-a", "2"),
+                ("content-type", "application/json"),
+                ("content-length", "2"),
+                ("transfer-encoding", "identity"),
+            ]
+        ),
+    )
+    for _ in range(2):  # the names' keys spelt afresh, then remembered
+        environ = WSGIOverRSGI(None)._environ(scope, b"{}", "2", True)
+        assert environ["HTTP_X_A"] == "1,2"
+        assert environ["CONTENT_TYPE"] == "application/json"
+        assert environ["CONTENT_LENGTH"] == "2"
+        assert "HTTP_CONTENT_TYPE" not in environ and "HTTP_TRANSFER_ENCODING" not in environ
+        assert environ["HTTP_HOST"] == "127.0.0.1:8000"
