@@ -38,6 +38,7 @@ from .httpio import (
 from .inputs import parse_json
 from .policies import Call
 from .profiles import ProfileAnswer
+from .sharedstate import StateMoved
 from .state import EXTENSION, MockState, mock_state
 
 log = logging.getLogger("cumulonimbus-mock")
@@ -141,6 +142,8 @@ class ApiFastPath:
         request.max_content_length = self.app.config["MAX_CONTENT_LENGTH"]
         try:
             reply = answer_api(self.app.extensions[EXTENSION], request, path[5:])
+        except StateMoved:
+            raise  # the request runs again (RedisState.middleware)
         except Exception as error:
             reply = Reply.of(error_response(error))
         return self._send(reply, environ, start_response)
@@ -210,6 +213,8 @@ def answer_api(state: MockState, request: Request, rest: str) -> Reply:
     profiled: ProfileAnswer | None = None
     try:
         status, body = state.pipeline.run(call, state.context)
+    except StateMoved:
+        raise  # the request runs again (RedisState.middleware)
     except ProfileAnswer as answer:  # the service's own answer, from an --as-deployed profile
         profiled = answer
         status, body, extra = answer.status, answer.to_dict(), dict(answer.headers)

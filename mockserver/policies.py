@@ -224,8 +224,18 @@ class Pipeline:
     def run(self, call: Call, ctx: Context) -> tuple[int, dict[str, Any]]:
         name = ctx.backend.profile
         if name is None:
-            for _, step in self.steps:
-                step(call, ctx)
+            shared = ctx.backend.shared
+            *steps, (_, operation) = self.steps  # build_pipeline: the operation is last
+            try:
+                for _, step in steps:
+                    step(call, ctx)
+                # With Redis, the state the steps read is checked here, with the limits
+                # (a refused global acquire answers instead of any later step).
+                shared.current()
+            except Exception:
+                shared.current()
+                raise
+            operation(call, ctx)
         else:
             # A behaviour profile (--as-deployed) applies its rules around the steps.
             profile = ctx.profiles[name]

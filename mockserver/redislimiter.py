@@ -7,13 +7,15 @@ older than the burst window are dropped), expired by Redis once window and burst
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
 from .clock import Clock
+from .exceptions import RateLimited
 from .ratelimit import BucketKey, Ticket, headers_for, refusal
 from .rediswire import Wire, glob
+from .sharedstate import StateMoved
 from .spec import Limit
 
 # Redis keeps a bucket this long past the end of its window and burst (real time):
@@ -21,17 +23,18 @@ from .spec import Limit
 BUCKET_SLACK_MS = 60_000
 
 
-# KEYS[1]: the bucket. ARGV: now (a Python repr, kept as is so a release finds it),
-# the route's limit and window, the burst limit and window, the slack in ms.
-# The same rules as RateLimiter._current and acquire: a passed window closes, the
-# request that opens a window sets its limit, burst times older than the burst
-# window are dropped. With KEYS[2] and ARGV[7] (a ticket's bucket and time), a request
-# that passes also gives that ticket back, as RELEASE does: the route limiter takes over
-# from the global one in the same round trip. Returns allowed (0/1) and the bucket's state.
-ACQUIRE = """
+# The rules of one bucket, as Lua functions the scripts below share. acquire(key, a, r):
+# ``a`` holds now (a Python repr, kept as is so a release finds it), the route's limit
+# and window, the burst limit and window, the slack in ms. The same rules as
+# RateLimiter._current and acquire: a passed window closes, the request that opens a
+# window sets its limit, burst times older than the burst window are dropped. With ``r``
+# (a ticket's bucket and time), a request that passes also gives that ticket back, as
+# RELEASE does: the route limiter takes over from the global one in the same step.
+# Returns allowed (0/1) and the bucket's state.
+BUCKET_RULES = """
 local function release(key, time)
   local b = redis.call('HMGET', key, 'count', 'recent')
-  if not b[1] then return end
+  if not b[1] then return 0 end
   local count = tonumber(b[1])
   if count > 0 then count = count - 1 end
   local kept, removed = {}, false
@@ -42,51 +45,84 @@ local function release(key, time)
   end
   redis.call('HSET', key, 'count', count, 'recent', table.concat(kept, ','))
   if count == 0 then redis.call('HSET', key, 'start', '') end
+  return 1
 end
-local now = tonumber(ARGV[1])
-local b = redis.call('HMGET', KEYS[1], 'limit', 'window', 'start', 'count', 'recent')
-local limit, window, start = tonumber(b[1]), tonumber(b[2]), b[3]
-local count = tonumber(b[4]) or 0
-if not start or start == '' then start = nil end
-if start and now >= tonumber(start) + window then start = nil; count = 0 end
-if not start then limit = tonumber(ARGV[2]); window = tonumber(ARGV[3]) end
-local burst_window = tonumber(ARGV[5])
-local recent = {}
-if b[5] then
-  for t in string.gmatch(b[5], '[^,]+') do
-    if now - tonumber(t) <= burst_window then recent[#recent + 1] = t end
+local function acquire(key, a, release_key, release_time)
+  local now = tonumber(a[1])
+  local b = redis.call('HMGET', key, 'limit', 'window', 'start', 'count', 'recent')
+  local limit, window, start = tonumber(b[1]), tonumber(b[2]), b[3]
+  local count = tonumber(b[4]) or 0
+  if not start or start == '' then start = nil end
+  if start and now >= tonumber(start) + window then start = nil; count = 0 end
+  if not start then limit = tonumber(a[2]); window = tonumber(a[3]) end
+  local burst_window = tonumber(a[5])
+  local recent = {}
+  if b[5] then
+    for t in string.gmatch(b[5], '[^,]+') do
+      if now - tonumber(t) <= burst_window then recent[#recent + 1] = t end
+    end
   end
+  local allowed = 0
+  if count < limit and #recent < tonumber(a[4]) then
+    allowed = 1
+    if not start then start = a[1] end
+    count = count + 1
+    recent[#recent + 1] = a[1]
+    redis.call('HSET', key, 'limit', limit, 'window', window, 'start', start,
+      'count', count, 'recent', table.concat(recent, ','))
+    local ends = math.max(tonumber(start) + window, now + burst_window)
+    redis.call('PEXPIRE', key, math.ceil((ends - now) * 1000) + tonumber(a[6]))
+    if release_key then release(release_key, release_time) end
+  end
+  return {allowed, tostring(limit), tostring(window), start or '', count,
+    table.concat(recent, ',')}
 end
-local allowed = 0
-if count < limit and #recent < tonumber(ARGV[4]) then
-  allowed = 1
-  if not start then start = ARGV[1] end
-  count = count + 1
-  recent[#recent + 1] = ARGV[1]
-  redis.call('HSET', KEYS[1], 'limit', limit, 'window', window, 'start', start,
-    'count', count, 'recent', table.concat(recent, ','))
-  local ends = math.max(tonumber(start) + window, now + burst_window)
-  redis.call('PEXPIRE', KEYS[1], math.ceil((ends - now) * 1000) + tonumber(ARGV[6]))
-  if KEYS[2] then release(KEYS[2], ARGV[7]) end
-end
-return {allowed, tostring(limit), tostring(window), start or '', count, table.concat(recent, ',')}
 """
+# KEYS[1]: the bucket; KEYS[2], ARGV[7]: a ticket to give back if this passes (a transfer).
+ACQUIRE = BUCKET_RULES + "return acquire(KEYS[1], ARGV, KEYS[2], ARGV[7])"
 # KEYS[1]: the bucket. ARGV[1]: the ticket's time as ACQUIRE got it.
-RELEASE = """
-local b = redis.call('HMGET', KEYS[1], 'count', 'recent')
-if not b[1] then return 0 end
-local count = tonumber(b[1])
-if count > 0 then count = count - 1 end
-local kept, removed = {}, false
-if b[2] then
-  for t in string.gmatch(b[2], '[^,]+') do
-    if not removed and t == ARGV[1] then removed = true else kept[#kept + 1] = t end
-  end
+RELEASE = BUCKET_RULES + "return release(KEYS[1], ARGV[1])"
+# A request's limits in one step, if the state its steps were judged on is still current.
+# KEYS: the global revision, n user revisions, the global bucket, [the route's bucket].
+# ARGV: n, the revisions as the worker holds them (n + 1), the global acquire's arguments,
+# [the route's]. Nothing happens if a revision moved: {0}. Else the global acquire and,
+# if it passed and a route bucket is named, the route's acquire that gives the global
+# ticket back: {1, global, [route]}, as the pipeline would have had them one by one.
+GUARDED = (
+    BUCKET_RULES
+    + """
+local n = tonumber(ARGV[1])
+for i = 1, n + 1 do
+  if (redis.call('GET', KEYS[i]) or '') ~= ARGV[1 + i] then return {0} end
 end
-redis.call('HSET', KEYS[1], 'count', count, 'recent', table.concat(kept, ','))
-if count == 0 then redis.call('HSET', KEYS[1], 'start', '') end
-return 1
+local function args(from)
+  return {ARGV[from], ARGV[from + 1], ARGV[from + 2], ARGV[from + 3], ARGV[from + 4],
+    ARGV[from + 5]}
+end
+local global = acquire(KEYS[n + 2], args(n + 3))
+if global[1] == 1 and KEYS[n + 3] then
+  return {1, global, acquire(KEYS[n + 3], args(n + 9), KEYS[n + 2], ARGV[n + 3])}
+end
+return {1, global}
 """
+)
+
+
+class Guard(Protocol):
+    """What a deferred request's limits are guarded by (``RedisState``)."""
+
+    def guard(self) -> tuple[list[str], list[str]]:
+        """The revision keys the request's steps read, and the revisions they read."""
+        ...
+
+    def guarded(self) -> None:
+        """The guard held: the state the steps read was current when the limits were taken."""
+        ...
+
+    def moved(self) -> None:
+        """It did not: nothing was taken."""
+        ...
+
 
 # The methods the API's pipeline answers (mockserver.api.API_METHODS) but OPTIONS, a
 # preflight that no limiter counts.
@@ -108,6 +144,12 @@ class RedisRateLimiter:
         self.wire = Wire(client)
         self._acquire = client.register_script(ACQUIRE)
         self._release = client.register_script(RELEASE)
+        self._guarded = client.register_script(GUARDED)
+        # A deferred request (see RedisState.middleware): its global acquire waits, as
+        # ``_pending``, to go with the route's acquire, or alone, in one guarded step.
+        self.deferral: Guard | None = None
+        self._pending: tuple[BucketKey, Limit, float, Ticket] | None = None
+        self._void: Ticket | None = None  # a deferred global ticket that was refused
         self._held: tuple[BucketKey, Limit, float, Any] | None = None
         self._unclaimed: list[tuple[BucketKey, Limit, float, Any]] = []
 
@@ -170,8 +212,53 @@ class RedisRateLimiter:
 
     def forget_held(self) -> None:
         self._held, self._unclaimed = None, []
+        self.deferral, self._pending, self._void = None, None, None
+
+    # A deferred request: the pipeline's steps run on the state this worker holds, the
+    # global acquire waits, and the request's limits are taken in one script that first
+    # checks that state's revisions (GUARDED), when the route's acquire comes, or before
+    # the operation or an answer (``resolve``). If a revision moved, nothing was taken
+    # and StateMoved makes the request run again, as of the current state. Exact: every
+    # acquire happens at one instant at which the state the steps read was current.
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def resolve(self, route: tuple[BucketKey, Limit] | None = None) -> Ticket | None:
+        """Take the deferred global ticket (and ``route``'s, giving the global one back)
+        in one guarded step; the route's ticket, if one was asked for."""
+        pending, deferral = self._pending, self.deferral
+        if pending is None or deferral is None:
+            return None
+        self._pending = None
+        key, limit, now, ticket = pending
+        revision_keys, revisions = deferral.guard()
+        keys = [*revision_keys, self._key(key)]
+        args: list[Any] = [len(revision_keys) - 1, *revisions, *self._args(now, limit)]
+        if route is not None:
+            keys.append(self._key(route[0]))
+            args.extend(self._args(now, route[1]))
+        reply = self.wire.script(self._guarded, keys, args)
+        if not reply[0]:
+            deferral.moved()
+            raise StateMoved()
+        deferral.guarded()
+        try:
+            ticket.headers = self._ticket(key, limit, now, reply[1]).headers
+        except RateLimited:
+            self._void = ticket  # refused: the request holds nothing in this bucket
+            raise
+        if route is None:
+            return None
+        return self._ticket(route[0], route[1], now, reply[2])
 
     def acquire(self, key: BucketKey, limit: Limit, release: Ticket | None = None) -> Ticket:
+        if self.deferral is not None and self._pending is None and release is None:
+            now = self.clock.now()
+            ticket = Ticket(key, now, limit)
+            self._pending = (key, limit, now, ticket)
+            return ticket
         held = self._held
         if held is not None and release is None:
             self._held = None
@@ -201,6 +288,8 @@ class RedisRateLimiter:
         return Ticket(key, now, limit, headers_for(bucket_limit, window, start, count, now))
 
     def settle(self, ticket: Ticket, status: int, code: str | None) -> dict[str, str]:
+        if ticket is self._void:
+            return {}  # a refused acquire: nothing to count or give back
         # Counted: the headers as the acquire left the bucket, with no second round trip.
         if ticket.limit.counts(status, code):
             return dict(ticket.headers)
@@ -208,10 +297,16 @@ class RedisRateLimiter:
         return {"RateLimit-Skipped": "true"}
 
     def release(self, ticket: Ticket) -> None:
+        if ticket is self._void:
+            return
         self.wire.script(self._release, [self._key(ticket.key)], [repr(ticket.time)])
 
     def transfer(self, held: Ticket, key: BucketKey, limit: Limit) -> Ticket:
         """Acquire in ``key``'s bucket and, if that passed, release ``held``: one round trip."""
+        if self._pending is not None and held is self._pending[3]:
+            ticket = self.resolve((key, limit))
+            assert ticket is not None
+            return ticket
         return self.acquire(key, limit, release=held)
 
     def _scan(self) -> list[bytes]:

@@ -48,9 +48,9 @@ from .clock import Clock
 from .models import Backend
 from .ratelimit import BucketKey
 from .records import Session, User
-from .redislimiter import ACQUIRE, RELEASE, RedisRateLimiter
+from .redislimiter import ACQUIRE, AHEAD_METHODS, GUARDED, RELEASE, RedisRateLimiter
 from .rediswire import RedisJournal, Wire, glob
-from .sharedstate import SharedState
+from .sharedstate import SharedState, StateMoved
 from .snapshot import restore_signer, restore_user, user_snapshot
 from .spec import Limit
 
@@ -129,6 +129,10 @@ class RedisState(SharedState):
         self._used: dict[tuple[str, str], float] = {}  # usedAt to write at the end
         self._written_used: dict[tuple[str, str], float] = {}
         self._touched: set[tuple[str, str]] = set()
+        # A deferred request (see middleware): the users its steps read, each checked
+        # with the global revision when its limits are taken.
+        self._deferred = False
+        self._read: dict[str, None] = {}
         backend.shared = self
 
     def _user_key(self, user_id: str) -> str:
@@ -145,7 +149,7 @@ class RedisState(SharedState):
     def start(self) -> None:
         """Publish this worker's state if Redis holds none yet, else load Redis's."""
         # Not on the Wire: this runs before the fork, and its connection would be shared.
-        for script in (ACQUIRE, RELEASE):
+        for script in (ACQUIRE, RELEASE, GUARDED):
             self.client.script_load(script)
         with self._local, self._locked(self.keys["lock:global"]):
             if self.client.exists(self.keys["global"]):
@@ -169,14 +173,25 @@ class RedisState(SharedState):
             try:
                 with self._local:
                     try:
-                        self._begin(environ)
                         if path == "/_mock" or path.startswith("/_mock/"):
+                            self._begin(environ)
                             # The control API changes and reads everything: it runs
                             # under the global lock, with every user current.
                             with self.changing_global():
                                 self._sync_users(list(self.backend.users))
                                 body = list(app(environ, remember))
+                        elif self._defer(environ):
+                            try:
+                                body = list(app(environ, remember))
+                                self.current()
+                            except StateMoved:
+                                # Nothing was taken or written: again, as of now.
+                                self._undefer()
+                                _rewind_body(environ)
+                                self._begin(environ)
+                                body = list(app(environ, remember))
                         else:
+                            self._begin(environ)
                             body = list(app(environ, remember))
                     finally:
                         self._end()
@@ -192,6 +207,70 @@ class RedisState(SharedState):
 
         return wrapped
 
+    def _defer(self, environ: dict[str, Any]) -> bool:
+        """Whether this API request runs deferred: its steps on the state this worker
+        holds, with no round trip before them, and its limits taken in one step guarded
+        by the revisions of what the steps read (RedisRateLimiter.resolve). A request a
+        profile may answer, or that no limiter counts, starts as before (``_begin``)."""
+        limiter, path = self.backend.limiter, environ.get("PATH_INFO", "")
+        if (
+            not isinstance(limiter, RedisRateLimiter)
+            or self.backend.profile is not None
+            # What the API's fast path answers (api.ApiFastPath), OPTIONS aside.
+            or len(path) <= 5
+            or not path.startswith("/api/")
+            or not path.isascii()
+            or environ.get("REQUEST_METHOD") not in AHEAD_METHODS
+        ):
+            return False
+        self._fresh.clear()
+        self._touched.clear()
+        self._read.clear()
+        self._deferred = True
+        limiter.deferral = self
+        return True
+
+    def _undefer(self) -> None:
+        self._deferred = False
+        self._read.clear()
+        if isinstance(self.backend.limiter, RedisRateLimiter):
+            self.backend.limiter.forget_held()
+
+    def guard(self) -> tuple[list[str], list[str]]:
+        revs = self._revs
+        return (
+            [self.keys["grev"], *(self._rev_key(user_id) for user_id in self._read)],
+            [
+                "" if self._grev is None else str(self._grev),
+                *(str(revs[u]) if u in revs else "" for u in self._read),
+            ],
+        )
+
+    def guarded(self) -> None:
+        self._fresh.update(self._read)
+        self._undefer()
+
+    def moved(self) -> None:
+        self._undefer()
+
+    def current(self) -> None:
+        """Before the operation, an answer, or any other read or change of Redis: a
+        deferred request's limits are taken now, if its state is still current."""
+        if not self._deferred:
+            return
+        limiter = self.backend.limiter
+        assert isinstance(limiter, RedisRateLimiter)
+        if limiter.pending:
+            limiter.resolve()  # guarded() or moved(), then StateMoved
+            return
+        # No limiter ran (an answer before the pipeline): the guard alone.
+        keys, held = self.guard()
+        found = self.wire.run(("MGET", *keys))[0]
+        if [(raw or b"").decode() for raw in found] != held:
+            self._undefer()
+            raise StateMoved()
+        self.guarded()
+
     def _begin(self, environ: dict[str, Any]) -> None:
         self._fresh.clear()
         self._touched.clear()
@@ -204,7 +283,7 @@ class RedisState(SharedState):
         try:
             replies = self.wire.run(*commands)
         except redis.exceptions.NoScriptError:  # a restarted Redis: nothing was acquired
-            self.wire.run(("SCRIPT", "LOAD", ACQUIRE), ("SCRIPT", "LOAD", RELEASE))
+            self.wire.run(*(("SCRIPT", "LOAD", s) for s in (ACQUIRE, RELEASE, GUARDED)))
             replies = self.wire.run(*commands)
         results = replies[0]
         limiter = self.backend.limiter
@@ -246,8 +325,7 @@ class RedisState(SharedState):
         self._used = {}
 
     def _forget(self) -> None:
-        if isinstance(self.backend.limiter, RedisRateLimiter):
-            self.backend.limiter.forget_held()
+        self._undefer()
         self._grev = -1  # no revision: the next request reloads everything
         self._revs.clear()
         self._used = {}
@@ -259,12 +337,16 @@ class RedisState(SharedState):
     def fresh(self, user: User) -> None:
         if user.id in self._fresh or user.id in self._user_locks:
             return
+        if self._deferred:
+            self._read[user.id] = None  # checked when the limits are taken
+            return
         self._sync_users([user.id])
         self._fresh.add(user.id)
 
     def fresh_used(self, user: User, session: Session) -> None:
         if (user.id, session.id) in self._touched:
             return  # this request set it
+        self.current()
         raw = self.client.hget(self._used_key(user.id), session.id)
         if raw is not None:
             session.used_at = float(raw)
@@ -277,6 +359,7 @@ class RedisState(SharedState):
 
     @contextmanager
     def changing_user(self, user: User) -> Iterator[None]:
+        self.current()  # nothing is written before the state the request read is known current
         if user.id in self._user_locks:
             yield
             return
@@ -317,6 +400,7 @@ class RedisState(SharedState):
 
     @contextmanager
     def changing_global(self) -> Iterator[None]:
+        self.current()
         if self._global_token is not None:
             yield
             return
@@ -498,6 +582,13 @@ def _unverified_sub(header: str | None) -> str | None:
         return None
     sub = payload.get("sub") if isinstance(payload, dict) else None
     return sub if isinstance(sub, str) and sub.isascii() and sub.isdigit() else None
+
+
+def _rewind_body(environ: dict[str, Any]) -> None:
+    """The body again from its start, for a request that runs again (it was buffered)."""
+    body = environ.get("wsgi.input")
+    if isinstance(body, io.BytesIO):
+        body.seek(0)
 
 
 def _buffer_body(environ: dict[str, Any]) -> None:

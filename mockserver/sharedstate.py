@@ -11,6 +11,12 @@ from contextlib import contextmanager
 from .records import Session, User
 
 
+class StateMoved(Exception):
+    """The shared state a request's steps were judged on moved before its limits were
+    taken: nothing was taken or written, and the request runs again on the current
+    state (see RedisState.middleware). Never an answer: the API's handlers let it pass."""
+
+
 class SharedState:
     """Where the rules meet state that other processes share; in one process, nowhere.
 
@@ -19,6 +25,10 @@ class SharedState:
     on its own Redis keys, ``touched`` queues a session's new usedAt. The rules below
     call them at the points where state is read or changed, and stay unaware of Redis.
     """
+
+    def current(self) -> None:
+        """Before the operation runs, and before an answer that a step refused: what the
+        steps read must be known current by then (Redis checks it with the limits)."""
 
     def fresh(self, user: User) -> None:
         """Before reading ``user``'s sessions or codes."""

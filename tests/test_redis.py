@@ -125,6 +125,60 @@ def test_a_token_revoked_elsewhere_is_counted_as_anonymous(redis_url: str, prefi
     assert buckets == {("*", None): 1}
 
 
+def test_a_request_judged_on_state_that_moved_runs_again_and_counts_as_one_mock(
+    redis_url: str, prefix: str
+) -> None:
+    # `second` judges its requests on the state it holds, and takes their limits in one
+    # step that first checks that state is current; here it is not (a kill switch and a
+    # ban went through `first`), so the requests run again: the buckets are those of one
+    # mock in memory that saw the same calls.
+    counts = []
+    for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
+        first = create_app(config).test_client()
+        second = create_app(config).test_client() if config else first
+        first.post("/_mock/clock", json={"frozen": True})
+        token = second.post(
+            "/api/login",
+            json={"username": "alice", "password": "password"},
+            headers={"X-Forwarded-For": "198.51.100.9"},
+        ).json["token"]
+        me = {"Authorization": token, "X-Forwarded-For": "198.51.100.8"}
+        assert second.get("/api/users/me/sessions/me", headers=me).status_code == 200
+        first.put("/_mock/killswitches/4", json={"state": True})
+        login = {"username": "carol", "password": "password"}
+        answer = second.post("/api/login", json=login, headers={"X-Forwarded-For": "198.51.100.9"})
+        assert answer.status_code == 503
+        first.patch("/_mock/users/alice", json={"banned": True})
+        assert second.get("/api/users/me/sessions/me", headers=me).status_code == 403
+        counts.append(
+            sorted(
+                (b["ip"], b["route"], b["user"], b["count"])
+                for b in first.get("/_mock/ratelimits").json["items"]
+            )
+        )
+    assert counts[0] == counts[1]
+
+
+def test_a_request_takes_its_limits_in_its_first_round_trip(redis_url: str, prefix: str) -> None:
+    # The state check, the global acquire and the route's in one script, then the writes
+    # (usedAt, the journal): two round trips for a request with a route limit.
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    client = app.test_client()
+    token = client.post("/api/login", json={"username": "alice", "password": "password"}).json[
+        "token"
+    ]
+    wire = app.extensions["cumulonimbus"].backend.shared.wire
+    trips = []
+    run = wire.run
+    wire.run = lambda *commands: trips.append(commands) or run(*commands)  # type: ignore[method-assign]
+    answer = client.get(
+        "/api/users/me/sessions/me",
+        headers={"Authorization": token, "X-Forwarded-For": "198.51.100.10"},
+    )
+    assert answer.status_code == 200 and answer.headers["RateLimit-Remaining"]
+    assert len(trips) == 2
+
+
 def test_the_journal_in_redis_reads_as_the_one_in_memory(redis_url: str, prefix: str) -> None:
     entries = []
     for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
