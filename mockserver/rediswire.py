@@ -7,9 +7,12 @@ key pattern (`glob`).
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
+import hiredis
 import redis
+from redis._parsers.base import BaseParser
 
 from .journal import Journal, readable
 
@@ -20,23 +23,60 @@ class Wire:
     """One connection for the commands on every request's path, sent in one write and
     read back in order. A worker serves one request at a time, and redis-py's client
     spends more CPU per command on its pool and observability bookkeeping than the
-    round trip costs (benchmarks/README.md); cold paths use the client as usual."""
+    round trip costs (benchmarks/README.md); cold paths use the client as usual.
+
+    redis-py opens the connection (its handshake: password, database, protocol); the
+    round trips themselves are hiredis's packing and parsing straight on the socket:
+    redis-py's ``pack_commands`` and ``read_response`` cost ~20 us a round trip more."""
 
     def __init__(self, client: redis.Redis) -> None:
         pool = client.connection_pool  # a TCP or a Unix socket connection, as the URL says
         self.connection = pool.connection_class(**pool.connection_kwargs)
+        self._socket: socket.socket | None = None
+        self._reader = hiredis.Reader()
 
     def run(self, *commands: tuple[Any, ...]) -> list[Any]:
-        connection = self.connection
+        sock = self._socket
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            return [connection.read_response() for _ in commands]
-        except redis.ResponseError:
-            connection.disconnect()  # replies of later commands may be unread
-            raise
+            if sock is None:
+                self.connection.connect()
+                sock = self._socket = self.connection._sock
+                self._reader = hiredis.Reader()
+                assert sock is not None
+            sock.sendall(b"".join([hiredis.pack_command(command) for command in commands]))
+            replies: list[Any] = []
+            reader = self._reader
+            while len(replies) < len(commands):
+                reply = reader.gets()
+                if reply is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise redis.ConnectionError("Redis closed the connection")
+                    reader.feed(data)
+                    continue
+                replies.append(reply)
+        except TimeoutError as error:
+            self._disconnect()
+            raise redis.TimeoutError(f"Redis did not answer: {error}") from error
+        except OSError as error:
+            self._disconnect()
+            raise redis.ConnectionError(f"Redis connection failed: {error}") from error
         except redis.RedisError:
-            connection.disconnect()
+            self._disconnect()
             raise
+        except hiredis.ProtocolError as error:
+            self._disconnect()
+            raise redis.ConnectionError(f"Redis answered garbage: {error}") from error
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                # As redis-py raises it (NoScriptError for NOSCRIPT, say); the replies
+                # were all read, so the connection stays in step.
+                raise BaseParser.parse_error(str(reply))
+        return replies
+
+    def _disconnect(self) -> None:
+        self._socket = None
+        self.connection.disconnect()
 
     def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """``script`` (a registered :class:`redis.commands.core.Script`) by its hash,
