@@ -16,10 +16,14 @@ There is no global lock. Each piece of state is changed atomically on its own ke
   one JSON value and a revision, changed under a global lock that only such changes
   (and the control API) take.
 
-Every worker keeps a copy of the state in an ordinary :class:`~mockserver.models.Backend`
-and starts each request with one round trip that reads the global revision and the
-caller's user revision (the token's ``sub``, read before it is verified: a hint, not a
-trust decision), reloading only what changed. The rules stay in :mod:`mockserver.models`
+Every worker keeps a copy of the state in an ordinary :class:`~mockserver.models.Backend`.
+An API request's steps run on that copy, and its rate limits are taken in one script
+that first checks the revisions of what the steps read (the global one and each user
+read); if one moved, nothing is taken and the request runs again on the current state
+(see ``middleware``). Other requests (the control API, a behaviour profile's) start
+with one round trip that reads the global revision and the caller's user revision (the
+token's ``sub``, read before it is verified: a hint, not a trust decision), reloading
+only what changed. The rules stay in :mod:`mockserver.models`
 and :mod:`mockserver.ratelimit`; they call :class:`RedisState` through the
 :class:`~mockserver.sharedstate.SharedState` hooks::
 
@@ -30,14 +34,12 @@ and :mod:`mockserver.ratelimit`; they call :class:`RedisState` through the
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,33 +48,16 @@ import redis
 from . import exceptions as err
 from .clock import Clock
 from .models import Backend
-from .ratelimit import BucketKey
 from .records import Session, User
-from .redislimiter import ACQUIRE, AHEAD_METHODS, GUARDED, RELEASE, RedisRateLimiter
+from .redislimiter import ACQUIRE, GUARDED, RELEASE
+from .redisrequest import RedisRequests, revision
 from .rediswire import RedisJournal, Wire, glob
-from .sharedstate import SharedState, StateMoved
+from .sharedstate import SharedState
 from .snapshot import restore_signer, restore_user, user_snapshot
-from .spec import Limit
 
 log = logging.getLogger("cumulonimbus-mock")
 
 LOCK_TTL_MS = 30_000  # a crashed worker's lock expires instead of blocking the rest
-BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before any lock; larger bodies are refused anyway
-# Without Redis there is no state to answer from: every feature is unavailable, which
-# the API says as the GLOBAL kill switch's 503 (feature 8), in its own error format.
-UNAVAILABLE_BODY = json.dumps(
-    {"code": "SERVICE_UNAVAILABLE_ERROR", "message": "Service Unavailable", "feature": 8},
-    separators=(",", ":"),
-).encode()
-UNAVAILABLE_HEADERS = (
-    ("Content-Type", "application/json"),
-    ("Cache-Control", "no-cache, no-store, must-revalidate"),
-    ("Content-Length", str(len(UNAVAILABLE_BODY))),
-    ("Retry-After", "1"),
-    ("RateLimit-Skipped", "true"),
-    ("Access-Control-Allow-Origin", "*"),
-)
-
 # KEYS: the user's lock, the user, the users list, the revision counter, the user's revision.
 # ARGV: the lock token, the user id, the user's data, the revision the change began from.
 # -1: the lock was lost; -2: the user was deleted; -3: the user changed under the lock
@@ -97,7 +82,7 @@ UNLOCK = (
 )
 
 
-class RedisState(SharedState):
+class RedisState(RedisRequests, SharedState):
     def __init__(
         self,
         client: redis.Redis,
@@ -129,8 +114,6 @@ class RedisState(SharedState):
         self._used: dict[tuple[str, str], float] = {}  # usedAt to write at the end
         self._written_used: dict[tuple[str, str], float] = {}
         self._touched: set[tuple[str, str]] = set()
-        # A deferred request (see middleware): the users its steps read, each checked
-        # with the global revision when its limits are taken.
         self._deferred = False
         self._read: dict[str, None] = {}
         backend.shared = self
@@ -144,7 +127,7 @@ class RedisState(SharedState):
     def _used_key(self, user_id: str) -> str:
         return f"{self.prefix}:used:{user_id}"
 
-    # Start and requests ------------------------------------------------------------
+    # Start (the requests: mockserver.redisrequest) ----------------------------------
 
     def start(self) -> None:
         """Publish this worker's state if Redis holds none yet, else load Redis's."""
@@ -157,180 +140,6 @@ class RedisState(SharedState):
             else:
                 self._added = dict(self.backend.users)
                 self._publish_global()
-
-    def middleware(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-        """WSGI middleware: sync what changed, serve, then send usedAt and the journal."""
-
-        def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            _buffer_body(environ)  # a slow client must not hold a lock
-            answered: list[Any] = []
-
-            def remember(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-                answered[:] = [status, headers]
-                return lambda data: None
-
-            path = environ.get("PATH_INFO", "")
-            try:
-                with self._local:
-                    try:
-                        if path == "/_mock" or path.startswith("/_mock/"):
-                            self._begin(environ)
-                            # The control API changes and reads everything: it runs
-                            # under the global lock, with every user current.
-                            with self.changing_global():
-                                self._sync_users(list(self.backend.users))
-                                body = list(app(environ, remember))
-                        elif self._defer(environ):
-                            try:
-                                body = list(app(environ, remember))
-                                self.current()
-                            except StateMoved:
-                                # Nothing was taken or written: again, as of now.
-                                self._undefer()
-                                _rewind_body(environ)
-                                self._begin(environ)
-                                body = list(app(environ, remember))
-                        else:
-                            self._begin(environ)
-                            body = list(app(environ, remember))
-                    finally:
-                        self._end()
-            except redis.RedisError as error:
-                # What this request changed may not have reached Redis: forget the
-                # copy, so the next request starts again from what Redis holds.
-                self._forget()
-                log.error("Redis is unavailable: %s", error)
-                start_response("503 SERVICE UNAVAILABLE", list(UNAVAILABLE_HEADERS))
-                return [UNAVAILABLE_BODY]
-            start_response(*answered)
-            return body
-
-        return wrapped
-
-    def _defer(self, environ: dict[str, Any]) -> bool:
-        """Whether this API request runs deferred: its steps on the state this worker
-        holds, with no round trip before them, and its limits taken in one step guarded
-        by the revisions of what the steps read (RedisRateLimiter.resolve). A request a
-        profile may answer, or that no limiter counts, starts as before (``_begin``)."""
-        limiter, path = self.backend.limiter, environ.get("PATH_INFO", "")
-        if (
-            not isinstance(limiter, RedisRateLimiter)
-            or self.backend.profile is not None
-            # What the API's fast path answers (api.ApiFastPath), OPTIONS aside.
-            or len(path) <= 5
-            or not path.startswith("/api/")
-            or not path.isascii()
-            or environ.get("REQUEST_METHOD") not in AHEAD_METHODS
-        ):
-            return False
-        self._fresh.clear()
-        self._touched.clear()
-        self._read.clear()
-        self._deferred = True
-        limiter.deferral = self
-        return True
-
-    def _undefer(self) -> None:
-        self._deferred = False
-        self._read.clear()
-        if isinstance(self.backend.limiter, RedisRateLimiter):
-            self.backend.limiter.forget_held()
-
-    def guard(self) -> tuple[list[str], list[str]]:
-        revs = self._revs
-        return (
-            [self.keys["grev"], *(self._rev_key(user_id) for user_id in self._read)],
-            [
-                "" if self._grev is None else str(self._grev),
-                *(str(revs[u]) if u in revs else "" for u in self._read),
-            ],
-        )
-
-    def guarded(self) -> None:
-        self._fresh.update(self._read)
-        self._undefer()
-
-    def moved(self) -> None:
-        self._undefer()
-
-    def current(self) -> None:
-        """Before the operation, an answer, or any other read or change of Redis: a
-        deferred request's limits are taken now, if its state is still current."""
-        if not self._deferred:
-            return
-        limiter = self.backend.limiter
-        assert isinstance(limiter, RedisRateLimiter)
-        if limiter.pending:
-            limiter.resolve()  # guarded() or moved(), then StateMoved
-            return
-        # No limiter ran (an answer before the pipeline): the guard alone.
-        keys, held = self.guard()
-        found = self.wire.run(("MGET", *keys))[0]
-        if [(raw or b"").decode() for raw in found] != held:
-            self._undefer()
-            raise StateMoved()
-        self.guarded()
-
-    def _begin(self, environ: dict[str, Any]) -> None:
-        self._fresh.clear()
-        self._touched.clear()
-        header = environ.get("HTTP_AUTHORIZATION")
-        sub = _unverified_sub(header)
-        commands: list[tuple[Any, ...]] = [("MGET", self.keys["grev"], self._rev_key(sub or ""))]
-        ahead = self._acquire_ahead(environ, header)
-        if ahead is not None:
-            commands.append(ahead[0])
-        try:
-            replies = self.wire.run(*commands)
-        except redis.exceptions.NoScriptError:  # a restarted Redis: nothing was acquired
-            self.wire.run(*(("SCRIPT", "LOAD", s) for s in (ACQUIRE, RELEASE, GUARDED)))
-            replies = self.wire.run(*commands)
-        results = replies[0]
-        limiter = self.backend.limiter
-        if ahead is not None and isinstance(limiter, RedisRateLimiter):
-            limiter.hold(*ahead[1], replies[1])
-        if _int(results[0]) != self._grev:
-            if isinstance(limiter, RedisRateLimiter):
-                # The clock, the key or the switches moved: acquire again, as of now.
-                for command in limiter.unclaimed():
-                    self.wire.run(command)
-            self._load_global()
-        elif sub is not None and sub in self.backend.users:
-            if _int(results[1]) != self._revs.get(sub):
-                self._sync_users([sub])
-            self._fresh.add(sub)
-
-    def _acquire_ahead(
-        self, environ: dict[str, Any], header: str | None
-    ) -> tuple[tuple[Any, ...], tuple[BucketKey, Limit, float]] | None:
-        limiter, backend = self.backend.limiter, self.backend
-        if not isinstance(limiter, RedisRateLimiter) or backend.profile is not None:
-            return None  # a profile may answer before any limiter
-        return limiter.ahead_for(environ, header, backend.signer, backend.spec.global_limit)
-
-    def _end(self) -> None:
-        commands: list[tuple[Any, ...]] = [
-            ("HSET", self._used_key(user_id), session_id, repr(used))
-            for (user_id, session_id), used in self._used.items()
-        ]
-        limiter = self.backend.limiter
-        if isinstance(limiter, RedisRateLimiter):
-            commands.extend(limiter.unclaimed())
-        self.journal.flush(commands)
-        if commands:
-            self.wire.run(*commands)
-        if len(self._written_used) > 100_000:  # only a cache of what need not be sent
-            self._written_used.clear()
-        self._written_used.update(self._used)
-        self._used = {}
-
-    def _forget(self) -> None:
-        self._undefer()
-        self._grev = -1  # no revision: the next request reloads everything
-        self._revs.clear()
-        self._used = {}
-        self._written_used.clear()
-        self.journal.pending = []
 
     # The hooks the rules call ------------------------------------------------------
 
@@ -407,7 +216,7 @@ class RedisState(SharedState):
         with self._locked(self.keys["lock:global"]) as token:
             self._global_token = token
             try:
-                if _int(self.client.get(self.keys["grev"])) != self._grev:
+                if revision(self.client.get(self.keys["grev"])) != self._grev:
                     self._load_global()
                 before = (self.backend.revision, _clock_state(self.backend.clock))
                 self._added, self._deleted, self._wipe = {}, set(), False
@@ -462,7 +271,7 @@ class RedisState(SharedState):
             backend._by_name = {u.username.casefold(): u.id for u in backend.users.values()}
             backend._last_user_ms = max((int(u) for u in backend.users), default=0)
             backend._sweep.clear()
-        self._grev = _int(raw_rev)
+        self._grev = revision(raw_rev)
         self._fresh.update(backend.users)
 
     def _sync_users(self, user_ids: list[str]) -> None:
@@ -473,7 +282,7 @@ class RedisState(SharedState):
         stale = [
             user_id
             for user_id, rev in zip(user_ids, revs, strict=True)
-            if rev is not None and (_int(rev) != self._revs.get(user_id))
+            if rev is not None and (revision(rev) != self._revs.get(user_id))
         ]
         if not stale:
             return
@@ -562,49 +371,3 @@ class RedisState(SharedState):
 
 def _clock_state(clock: Clock) -> tuple[float, float | None]:
     return clock._offset, clock._frozen_at
-
-
-def _int(raw: bytes | str | int | None) -> int | None:
-    return None if raw is None else int(raw)
-
-
-def _unverified_sub(header: str | None) -> str | None:
-    """The ``sub`` a token claims, unverified: only which user to check for changes in
-    the request's first round trip; ``Backend.authenticate`` verifies the token."""
-    if not header:
-        return None
-    parts = header.strip().split(".")
-    if len(parts) != 3 or len(parts[1]) > 2048:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    sub = payload.get("sub") if isinstance(payload, dict) else None
-    return sub if isinstance(sub, str) and sub.isascii() and sub.isdigit() else None
-
-
-def _rewind_body(environ: dict[str, Any]) -> None:
-    """The body again from its start, for a request that runs again (it was buffered)."""
-    body = environ.get("wsgi.input")
-    if isinstance(body, io.BytesIO):
-        body.seek(0)
-
-
-def _buffer_body(environ: dict[str, Any]) -> None:
-    """Read the body before any lock is taken, sized or chunked (the served mock has
-    already read it; other WSGI servers may not have)."""
-    raw_length = environ.get("CONTENT_LENGTH") or ""
-    if raw_length:
-        if not (raw_length.isascii() and raw_length.isdigit()):
-            return
-        length = int(raw_length)
-        if 0 < length <= BODY_BUFFER_MAX:
-            data = environ["wsgi.input"].read(length)
-            environ["wsgi.input"] = io.BytesIO(data)
-            environ["CONTENT_LENGTH"] = str(len(data))
-    elif environ.get("wsgi.input_terminated"):
-        data = environ["wsgi.input"].read(BODY_BUFFER_MAX)
-        environ["wsgi.input"] = io.BytesIO(data)
-        if data:
-            environ["CONTENT_LENGTH"] = str(len(data))

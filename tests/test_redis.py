@@ -130,8 +130,8 @@ def test_a_request_judged_on_state_that_moved_runs_again_and_counts_as_one_mock(
 ) -> None:
     # `second` judges its requests on the state it holds, and takes their limits in one
     # step that first checks that state is current; here it is not (a kill switch and a
-    # ban went through `first`), so the requests run again: the buckets are those of one
-    # mock in memory that saw the same calls.
+    # ban went through `first`), so the requests run again: the buckets and the journal
+    # are those of one mock in memory that saw the same calls.
     counts = []
     for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
         first = create_app(config).test_client()
@@ -150,10 +150,12 @@ def test_a_request_judged_on_state_that_moved_runs_again_and_counts_as_one_mock(
         assert answer.status_code == 503
         first.patch("/_mock/users/alice", json={"banned": True})
         assert second.get("/api/users/me/sessions/me", headers=me).status_code == 403
+        buckets = first.get("/_mock/ratelimits").json["items"]
+        journal = first.get("/_mock/requests").json["items"]
         counts.append(
-            sorted(
-                (b["ip"], b["route"], b["user"], b["count"])
-                for b in first.get("/_mock/ratelimits").json["items"]
+            (
+                sorted((b["ip"], b["route"], b["user"], b["count"]) for b in buckets),
+                [(e["path"], e["status"]) for e in journal],  # each request once
             )
         )
     assert counts[0] == counts[1]
