@@ -168,7 +168,7 @@ class RedisRateLimiter:
 
     # An acquire sent ahead, with the request's first round trip (see RedisState._begin):
     # the pipeline's first acquire takes its answer if it is for the same bucket; one
-    # that nobody took is given back with the request's last round trip.
+    # that nobody took is given back with the request's writes, waited for.
 
     def ahead(self, key: BucketKey, limit: Limit) -> tuple[tuple[Any, ...], float]:
         """The command that acquires in ``key``'s bucket now, and the time it uses."""

@@ -124,7 +124,7 @@ class Wire:
 
 
 class RedisJournal(Journal):
-    """The journal as one Redis list; entries are sent with the request's last round trip."""
+    """The journal as one Redis list; entries go with the request's writes (see RedisRequests)."""
 
     def __init__(self, client: redis.Redis, key: str, size: int) -> None:
         super().__init__(size)
