@@ -131,8 +131,11 @@ class Client:
     ) -> list[tuple[WindowKey, int, float]]:
         identities = self._identities(token)
         limiter = self.route_limits.get(route)
-        # The server's bucket: one per route, shared by its methods (`me` is its own).
-        bucket = limiter.bucket(path) if limiter is not None and path else route
+        # The server's bucket: one per route, shared by its methods (`me` is its own). A
+        # request of unknown path still shares its route's: keyed by the method's label,
+        # generated GETs and the DELETE after them kept separate burst windows, and met
+        # the server's burst 429 of their shared bucket.
+        bucket = route if limiter is None else limiter.bucket(path) if path else limiter.route
         keys = []
         for identity in dict.fromkeys(identities):
             keys += [

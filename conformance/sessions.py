@@ -223,6 +223,10 @@ class Sessions:
         for token in [*self._browser.values(), *self._scoped.values()]:
             if account is None or token.account.username == account.username:
                 token.dirty = True
+                # A revoked token makes its request anonymous, counted in the address's
+                # windows: pace the check of it against both (a burst 429 of the run's own
+                # making met the check after anonymous auth.required requests).
+                self.client.good_tokens.discard(token.value)
 
     def create_scoped(
         self, account: Account, flags: int, *, long_lived: bool = False, name: str = "conformance"

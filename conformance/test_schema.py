@@ -199,7 +199,7 @@ def _send(ctx: Context, op: Operation, case: Any, token: str | None) -> tuple[An
     for _attempt in range(4):
         sent = None
         if not client.rotate_ips:
-            sent = client.pace(op.label, token, body)
+            sent = client.pace(op.label, token, body, path=case.formatted_path)
         started = time.monotonic()
         response = case.call(base_url=client.base_url, headers=extra, session=client.session)
         client.ledger.add("requests", time.monotonic() - started)
@@ -214,6 +214,7 @@ def _send(ctx: Context, op: Operation, case: Any, token: str | None) -> tuple[An
             headers=exchange.headers,
             code=exchange.code,
             sent=sent,
+            path=case.formatted_path,
         )
         if response.status_code != 429 or client.rotate_ips:
             break

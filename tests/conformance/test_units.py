@@ -331,6 +331,37 @@ def test_requests_counted_in_their_route_bucket_leave_other_routes_free() -> Non
     assert _delay(client, "GET /users/me/sessions/{sid}", "/users/me/sessions/1") == 0
 
 
+def test_methods_of_one_route_share_its_burst_window_even_without_a_path() -> None:
+    # Generated requests were paced by their method's label: three GETs of
+    # /users/me/sessions/{sid} left a DELETE of the same bucket free to go, and the
+    # server answered it with a burst 429.
+    client = _paced_client()
+    for _ in range(3):
+        sent = client.pace("GET /users/me/sessions/{sid}", "t.o.k", None)
+        client.learn("t.o.k", 200, route="GET /users/me/sessions/{sid}", sent=sent)
+    assert _delay(client, "DELETE /users/me/sessions/{sid}", "/users/me/sessions/1") > 0
+
+
+def test_a_token_that_may_be_revoked_is_paced_as_anonymous_too() -> None:
+    # After a delete-all, the check of the suite's browser session went as alice only,
+    # while the server counted it as anonymous in a burst window already full.
+    import types
+
+    from conformance.calls import Token
+    from conformance.sessions import Sessions
+    from conformance.target import Account
+
+    client = _paced_client()
+    target: Any = types.SimpleNamespace(spec=load_spec(), client=client)
+    sessions = Sessions(target)
+    token = Token("h.eyJzdWIiOiI3In0.s", "1", 0, Account("user", "alice", "pw"))
+    sessions._browser["alice"] = token
+    client.good_tokens.add(token.value)
+    assert client._identities(token.value) == ["7"]
+    sessions.forget()
+    assert client._identities(token.value) == ["7", "anonymous"]
+
+
 def test_requests_refused_before_their_route_limiter_fill_the_users_global_burst() -> None:
     client = _paced_client()
     for _ in range(3):
