@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from conformance.cases import Case
-from conformance.spec import Spec
+from conformance.spec import Operation, Spec
 
 # (logins, scoped sessions) a case spends beyond the cached browser sessions, by check id
 # and, where it matters, by the kind of operation. Estimates: the run says what it used.
@@ -83,8 +83,6 @@ def _spends(case: Case) -> tuple[int, int, float]:
         # Its series counts in the scoped sessions' bucket of an account the run has not
         # used yet (see windows._window_actor): that account's first login.
         return 1, 0, 0.0
-    if check == "fuzz.positive" and _scarce(case):
-        return SCARCE_EXAMPLES, 0, 0.0
     if relogin := _relogin(case):
         return relogin, _SESSIONS[check][1], 0.0
     if op.deletes_sessions and check in ("schema.status", "killswitch.staff-bypass"):
@@ -93,10 +91,10 @@ def _spends(case: Case) -> tuple[int, int, float]:
     return logins, scoped, 0.0
 
 
-def _scarce(case: Case) -> bool:
+def _scarce(op: Operation) -> bool:
     """As `Client.scarce` on a deployment: a small budget every account shares."""
-    limiter = case.op.rate_limit
-    return case.op.authentication == "forbidden" and limiter is not None and limiter.limit <= 10
+    limiter = op.rate_limit
+    return op.authentication == "forbidden" and limiter is not None and limiter.limit <= 10
 
 
 @dataclass
@@ -128,6 +126,12 @@ class Plan:
                 plan.windows = max(plan.windows, window)
         plan.scoped += len(masks) + 3 * len(paging)
         return plan
+
+    def add_generated(self, op: Operation, mode: str) -> None:
+        """A fuzz case: positive generated logins count (`SCARCE_EXAMPLES` at most);
+        negative ones are refused before the login bucket."""
+        if mode == "positive" and _scarce(op) and op.issues_tokens:
+            self.logins += SCARCE_EXAMPLES
 
     @property
     def seconds(self) -> float:

@@ -30,7 +30,7 @@ from conformance.deviations import KnownDeviations
 from conformance.failures import CheckFailure
 from conformance.redact import Redactor
 from conformance.report import Outcome, Results, json_report, markdown_report, terminal_lines
-from conformance.spec import load_spec
+from conformance.spec import Spec, load_spec
 from conformance.target import Settings, Target, TargetError
 from pytest_cumulonimbus import setting
 
@@ -117,6 +117,20 @@ def _case_of(item: pytest.Item) -> Any:
     return next((case for case in params.values() if isinstance(case, Case)), None)
 
 
+def _logins_of(item: pytest.Item, spec: Spec) -> int:
+    """The logins the plan expects a case (or a fuzz case) to spend."""
+    from conformance.plan import Plan
+
+    plan = Plan(logins=0)
+    case = _case_of(item)
+    if case is not None:
+        plan = Plan.of([case], spec, accounts=0)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "operation_id" in params and "mode" in params:
+        plan.add_generated(spec.operation(params["operation_id"]), params["mode"])
+    return plan.logins
+
+
 def _spread_logins(items: list[pytest.Item]) -> list[pytest.Item]:
     """The cases that spend logins, spread evenly among the others of their group.
 
@@ -124,13 +138,10 @@ def _spread_logins(items: list[pytest.Item]) -> list[pytest.Item]:
     needs a fifth: with the login cases side by side (all of one operation's checks come
     together) the run waited out window after window while everything else it had to do
     stood still. Spread out, that other work fills the windows."""
-    from conformance.plan import Plan
-
     spec = load_spec()
 
     def spends_logins(item: pytest.Item) -> bool:
-        case = _case_of(item)
-        return case is not None and Plan.of([case], spec, accounts=0).logins > 0
+        return _logins_of(item, spec) > 0
 
     spread: list[pytest.Item] = []
     start = 0
@@ -236,14 +247,68 @@ class ConformanceRun:
         from conformance.plan import Plan
 
         assert self.target is not None
-        selected = []
+        selected, generated = [], []
         for item in session.items:
             params = getattr(getattr(item, "callspec", None), "params", {})
             selected += [v for v in params.values() if isinstance(v, Case)]
+            if "operation_id" in params and "mode" in params:
+                generated.append((params["operation_id"], params["mode"]))
         roles = ("user", "target", "staff", "staff-plain")
         accounts = len({a.username for r in roles if (a := self.target.account(r)) is not None})
-        self.plan = Plan.of(selected, self.target.spec, accounts=accounts)
+        spec = self.target.spec
+        self.plan = Plan.of(selected, spec, accounts=accounts)
+        for operation_id, mode in generated:
+            self.plan.add_generated(spec.operation(operation_id), mode)
         progress(f"plan: {self.plan.line()}")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        """On a deployment, pytest's loop with one change: a case that needs more logins
+        than the budget has left waits while the next cases of its group that need none
+        go first (`schedule.next_index`). Elsewhere, pytest's own loop."""
+        target = self.target
+        if target is None or target.is_mock or session.config.option.collectonly:
+            return None
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            raise session.Interrupted(f"{session.testsfailed} errors during collection")
+        from conformance import schedule
+
+        spec, items = target.spec, session.items
+        known: dict[str, int] = {}
+
+        def logins(item: pytest.Item) -> int:
+            if item.nodeid not in known:
+                known[item.nodeid] = _logins_of(item, spec)
+            return known[item.nodeid]
+
+        for index, item in enumerate(items):
+            # Which case follows is decided now, as pytest must know it before this one
+            # runs: the budget as it stands less what this case is expected to spend.
+            room = self._login_room() - logins(item)
+            after = schedule.next_index(
+                items, index + 1, group=_run_order, logins=logins, room=room
+            )
+            if after != index + 1:
+                items.insert(index + 1, items.pop(after))
+            nextitem = items[index + 1] if index + 1 < len(items) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if session.shouldfail:
+                raise session.Failed(session.shouldfail)
+            if session.shouldstop:
+                raise session.Interrupted(session.shouldstop)
+        return True
+
+    def _login_room(self) -> int:
+        """Logins the client's address may still make in the live window, as the server
+        last stated it (a whole budget when no window is live)."""
+        assert self.target is not None
+        client = self.target.client
+        login = self.target.spec.operation("login")
+        limiter = login.rate_limit
+        if limiter is None:
+            return 1 << 30
+        state = client.live_bucket(client.bucket_key(login.label, None, login.path))
+        return limiter.limit if state is None else state.remaining
 
     def target_or_skip(self) -> Target:
         if self.target is None:

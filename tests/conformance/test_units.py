@@ -362,6 +362,26 @@ def test_a_token_that_may_be_revoked_is_paced_as_anonymous_too() -> None:
     assert client._identities(token.value) == ["7", "anonymous"]
 
 
+def test_a_case_short_of_logins_lets_the_next_case_that_needs_none_go_first() -> None:
+    from conformance.schedule import next_index
+
+    # (group, logins) per case; the budget has room for one login.
+    items = [("a", 2), ("a", 1), ("a", 0), ("b", 0)]
+
+    def pick(start: int, room: int) -> int:
+        return next_index(items, start, group=lambda i: i[0], logins=lambda i: i[1], room=room)
+
+    assert pick(0, room=1) == 2  # two logins do not fit: the first case needing none
+    assert pick(1, room=1) == 1  # one fits
+    assert pick(0, room=2) == 0
+    # Never out of its group (late cases stay late): no case in reach, so it waits.
+    assert (
+        next_index([("a", 1), ("b", 0)], 0, group=lambda i: i[0], logins=lambda i: i[1], room=0)
+        == 0
+    )
+    assert pick(4, room=0) == 4  # past the end
+
+
 def test_requests_refused_before_their_route_limiter_fill_the_users_global_burst() -> None:
     client = _paced_client()
     for _ in range(3):
