@@ -12,10 +12,7 @@ import base64
 import io
 import json
 import logging
-import os
-import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -32,20 +29,6 @@ from .spec import Limit
 log = logging.getLogger("cumulonimbus-mock")
 
 BODY_BUFFER_MAX = 1024 * 1024 + 1  # read before any lock; larger bodies are refused anyway
-FENCE_TTL_MS = 2_000  # an announced request's writes are this late at most (a dead worker)
-# KEYS[1]: the in-flight set; ARGV[1]: a request's member, scored with Redis's clock.
-FENCE_IN = """
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[1])
-return 1
-"""
-# KEYS[1]: the in-flight set; ARGV[1]: FENCE_TTL_MS. The members in flight, older dropped.
-FENCE_POLL = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-"""
 # Without Redis there is no state to answer from: every feature is unavailable, which
 # the API says as the GLOBAL kill switch's 503 (feature 8), in its own error format.
 UNAVAILABLE_BODY = json.dumps(
@@ -81,11 +64,6 @@ class RedisRequests:
     # the global revision when its limits are taken.
     _deferred: bool
     _read: dict[str, None]
-    # The request's member of the in-flight set, and this process's part of it.
-    _member: str | None = None
-    _pid = 0
-    _worker = ""
-    _sequence = 0
 
     def _rev_key(self, user_id: str) -> str:
         raise NotImplementedError
@@ -120,13 +98,11 @@ class RedisRequests:
                         if path == "/_mock" or path.startswith("/_mock/"):
                             self._begin(environ)
                             # The control API changes and reads everything: it runs
-                            # under the global lock, with every user current, and
-                            # after the writes of every request already answered.
-                            self.fence()
+                            # under the global lock, with every user current.
                             with self.changing_global():
                                 self._sync_users(list(self.backend.users))
                                 body = list(app(environ, remember))
-                        elif self._announce() and self._defer(environ):
+                        elif self._defer(environ):
                             try:
                                 body = list(app(environ, remember))
                                 self.current()
@@ -266,52 +242,14 @@ class RedisRequests:
         if isinstance(limiter, RedisRateLimiter):
             commands.extend(limiter.unclaimed())
         self.journal.flush(commands)
-        member, self._member = self._member, None
-        if member is None:
-            if commands:
-                self.wire.run(*commands)
-        elif self.wire.riding or any(command[0] == "EVALSHA" for command in commands):
-            # Not announced yet (no round trip), or buckets to give back (a place held
-            # a moment longer could refuse another request): waited for.
-            self.wire.run(*commands, ("ZREM", self.keys["inflight"], member))
-        else:
-            # Sent without waiting: the request was announced in flight in a round trip
-            # that was waited for, and every reader of what these write waits for it
-            # (``fence``); this worker's own next round trip comes after them anyway.
-            self.wire.post(*commands, ("ZREM", self.keys["inflight"], member))
+        if commands:
+            self.wire.run(*commands)
         if len(self._written_used) > 100_000:  # only a cache of what need not be sent
             self._written_used.clear()
         self._written_used.update(self._used)
         self._used = {}
 
-    # Writes sent without waiting, and the readers who wait for them ---------------
-    # An API request is announced in flight (a member of the `inflight` sorted set) with
-    # its first round trip, which is waited for before it answers, and withdrawn by the
-    # same post that sends its writes (usedAt, the journal). A reader of those (the
-    # control API, another session's usedAt) first waits until every request in flight
-    # when it began is withdrawn: every request whose answer a client may have seen is
-    # either in that set or has its writes in Redis. A member whose worker died with it
-    # is dropped after FENCE_TTL_MS of Redis's clock.
-
-    def _announce(self) -> bool:
-        if self._pid != os.getpid():  # forked: a worker of its own
-            self._pid, self._worker = os.getpid(), secrets.token_hex(6)
-        self._sequence += 1
-        self._member = f"{self._worker}:{self._sequence}"
-        self.wire.ride(("EVAL", FENCE_IN, 1, self.keys["inflight"], self._member))
-        return True
-
-    def fence(self) -> None:
-        """Wait until the requests in flight now have their writes in Redis."""
-        poll = ("EVAL", FENCE_POLL, 1, self.keys["inflight"], FENCE_TTL_MS)
-        own = None if self._member is None else self._member.encode()
-        waiting = set(self.wire.run(poll)[0]) - {own}
-        while waiting:
-            time.sleep(0.0002)  # their bytes are on their way to Redis: microseconds
-            waiting &= set(self.wire.run(poll)[0])
-
     def _forget(self) -> None:
-        self._member = None
         self._undefer()
         self._grev = -1  # no revision: the next request reloads everything
         self._revs.clear()

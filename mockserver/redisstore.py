@@ -97,8 +97,7 @@ class RedisState(RedisRequests, SharedState):
         self.journal = journal
         self.prefix = prefix
         self.keys = {
-            name: f"{prefix}:{name}"
-            for name in ("seq", "grev", "global", "users", "lock:global", "inflight")
+            name: f"{prefix}:{name}" for name in ("seq", "grev", "global", "users", "lock:global")
         }
         self._commit = client.register_script(COMMIT_USER)
         self._unlock = client.register_script(UNLOCK)
@@ -157,7 +156,6 @@ class RedisState(RedisRequests, SharedState):
         if (user.id, session.id) in self._touched:
             return  # this request set it
         self.current()
-        self.fence()  # after the writes of the requests already answered
         raw = self.client.hget(self._used_key(user.id), session.id)
         if raw is not None:
             session.used_at = float(raw)

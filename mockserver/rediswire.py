@@ -7,7 +7,6 @@ key pattern (`glob`).
 from __future__ import annotations
 
 import json
-import logging
 import socket
 from typing import Any
 
@@ -16,8 +15,6 @@ import redis
 from redis._parsers.base import BaseParser
 
 from .journal import Journal, readable
-
-log = logging.getLogger("cumulonimbus-mock")
 
 RAW_BYTES = "_raw"  # in a journal entry kept in Redis: which of its values were bytes
 
@@ -37,43 +34,8 @@ class Wire:
         self.connection = pool.connection_class(**pool.connection_kwargs)
         self._socket: socket.socket | None = None
         self._reader = hiredis.Reader()
-        self._riders: list[tuple[Any, ...]] = []
-        self.unread = 0  # replies of posted commands, read with the next round trip
 
     def run(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Send ``commands`` (after any riding along, see ``ride``) and read their replies,
-        after the replies of what was posted before (``post``)."""
-        riders, self._riders = self._riders, []
-        unread, self.unread = self.unread, 0
-        sent = [*riders, *commands]
-        replies = self._exchange(sent, unread + len(sent))
-        for reply in replies[:unread]:
-            if isinstance(reply, hiredis.ReplyError):  # the client had its answer already
-                log.error("Redis refused a write sent without waiting: %s", reply)
-        for reply in replies[unread:]:
-            if isinstance(reply, hiredis.ReplyError):
-                # As redis-py raises it (NoScriptError for NOSCRIPT, say); the replies
-                # were all read, so the connection stays in step.
-                raise BaseParser.parse_error(str(reply))
-        return replies[unread + len(riders) :]
-
-    def ride(self, command: tuple[Any, ...]) -> None:
-        """Send ``command`` with the next round trip, before that trip's own commands."""
-        self._riders.append(command)
-
-    @property
-    def riding(self) -> bool:
-        """Whether a command given to ``ride`` still waits for a round trip."""
-        return bool(self._riders)
-
-    def post(self, *commands: tuple[Any, ...]) -> None:
-        """Send without waiting: Redis runs a connection's commands in order, so the next
-        round trip on this connection comes after them; it reads their replies first."""
-        self._exchange(list(commands), 0)
-        self.unread += len(commands)
-
-    def _exchange(self, commands: list[tuple[Any, ...]], wanted: int) -> list[Any]:
-        """Send ``commands``, then read ``wanted`` replies (with those of earlier posts)."""
         sock = self._socket
         try:
             if sock is None:
@@ -84,7 +46,7 @@ class Wire:
             sock.sendall(b"".join([hiredis.pack_command(command) for command in commands]))
             replies: list[Any] = []
             reader = self._reader
-            while len(replies) < wanted:
+            while len(replies) < len(commands):
                 reply = reader.gets()
                 if reply is False:
                     data = sock.recv(65536)
@@ -105,11 +67,15 @@ class Wire:
         except hiredis.ProtocolError as error:
             self._disconnect()
             raise redis.ConnectionError(f"Redis answered garbage: {error}") from error
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                # As redis-py raises it (NoScriptError for NOSCRIPT, say); the replies
+                # were all read, so the connection stays in step.
+                raise BaseParser.parse_error(str(reply))
         return replies
 
     def _disconnect(self) -> None:
         self._socket = None
-        self.unread, self._riders = 0, []  # their replies went with the connection
         self.connection.disconnect()
 
     def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
