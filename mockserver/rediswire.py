@@ -67,6 +67,11 @@ class Wire:
         except hiredis.ProtocolError as error:
             self._disconnect()
             raise redis.ConnectionError(f"Redis answered garbage: {error}") from error
+        except BaseException:
+            # Anything else mid-exchange (KeyboardInterrupt, MemoryError) may leave replies
+            # on the socket or in the reader: the next round trip would read them as its own.
+            self._disconnect()
+            raise
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 # As redis-py raises it (NoScriptError for NOSCRIPT, say); the replies

@@ -181,6 +181,39 @@ def test_a_request_takes_its_limits_in_its_first_round_trip(redis_url: str, pref
     assert len(trips) == 2
 
 
+def test_a_round_trip_broken_by_any_exception_leaves_no_reply_for_the_next(
+    redis_url: str,
+) -> None:
+    import redis
+
+    from mockserver.rediswire import Wire
+
+    wire = Wire(redis.Redis.from_url(redis_url))
+    assert wire.run(("PING",)) == [b"PONG"]
+
+    class Interrupt(BaseException):
+        """As KeyboardInterrupt, which pytest would take for the user's."""
+
+    class Interrupted:  # the first read is interrupted, its reply left on the socket
+        def __init__(self, reader: Any) -> None:
+            self.reader, self.interrupted = reader, False
+
+        def feed(self, data: bytes) -> None:
+            self.reader.feed(data)
+
+        def gets(self) -> Any:
+            if not self.interrupted:
+                self.interrupted = True
+                raise Interrupt
+            return self.reader.gets()
+
+    wire._reader = Interrupted(wire._reader)  # type: ignore[assignment]
+    with pytest.raises(Interrupt):
+        wire.run(("ECHO", "first"))
+    assert wire.run(("ECHO", "second")) == [b"second"]
+    wire.connection.disconnect()
+
+
 def test_the_journal_in_redis_reads_as_the_one_in_memory(redis_url: str, prefix: str) -> None:
     entries = []
     for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
