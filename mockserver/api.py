@@ -38,7 +38,6 @@ from .httpio import (
 from .inputs import parse_json
 from .policies import Call
 from .profiles import ProfileAnswer
-from .sharedstate import StateMoved
 from .state import EXTENSION, MockState, mock_state
 
 log = logging.getLogger("cumulonimbus-mock")
@@ -140,10 +139,11 @@ class ApiFastPath:
             return self.wsgi_app(environ, start_response)
         request = Request(environ)
         request.max_content_length = self.app.config["MAX_CONTENT_LENGTH"]
+        state = self.app.extensions[EXTENSION]
         try:
-            reply = answer_api(self.app.extensions[EXTENSION], request, path[5:])
-        except StateMoved:
-            raise  # the request runs again (RedisState.middleware)
+            reply = answer_api(state, request, path[5:])
+        except state.backend.shared.passes:
+            raise  # runs again, or Redis failed: RedisState.middleware answers
         except Exception as error:
             reply = Reply.of(error_response(error))
         return self._send(reply, environ, start_response)
@@ -213,8 +213,10 @@ def answer_api(state: MockState, request: Request, rest: str) -> Reply:
     profiled: ProfileAnswer | None = None
     try:
         status, body = state.pipeline.run(call, state.context)
-    except StateMoved:
-        raise  # the request runs again (RedisState.middleware)
+    except backend.shared.passes:
+        # The request runs again, or Redis failed (RedisState.middleware answers 503):
+        # no settling, which would give back a place that may never have been taken.
+        raise
     except ProfileAnswer as answer:  # the service's own answer, from an --as-deployed profile
         profiled = answer
         status, body, extra = answer.status, answer.to_dict(), dict(answer.headers)

@@ -154,6 +154,11 @@ def _add_handlers(app: Flask) -> None:
     def _error(error: Exception) -> Response | HTTPException:
         if isinstance(error, HTTPException) and (error.code is None or error.code < 400):
             return error  # a redirect (/_mock to /_mock/), not an error
+        # A Redis error in the control API or a page: RedisState.middleware answers it
+        # (503, the copy forgotten). Flask hands it here twice, the second time wrapped.
+        cause = getattr(error, "original_exception", None) or error
+        if isinstance(cause, app.extensions[EXTENSION].backend.shared.passes):
+            raise cause
         return error_response(error)
 
     app.after_request(_common_headers)

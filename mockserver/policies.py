@@ -232,6 +232,8 @@ class Pipeline:
                 # With Redis, the state the steps read is checked here, with the limits
                 # (a refused global acquire answers instead of any later step).
                 shared.current()
+            except shared.passes:
+                raise  # runs again, or a Redis error: nothing more asked of Redis
             except Exception:
                 shared.current()
                 raise

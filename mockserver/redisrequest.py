@@ -64,6 +64,10 @@ class RedisRequests:
     # the global revision when its limits are taken.
     _deferred: bool
     _read: dict[str, None]
+    # A Redis error is not answered where it happens: the API's handlers let it pass to
+    # the middleware (503, and the copy forgotten). Nothing more is asked of Redis for
+    # the request: a release would give back a place that may never have been taken.
+    passes: tuple[type[Exception], ...] = (StateMoved, redis.RedisError)
 
     def _rev_key(self, user_id: str) -> str:
         raise NotImplementedError

@@ -26,6 +26,11 @@ class SharedState:
     call them at the points where state is read or changed, and stay unaware of Redis.
     """
 
+    # What the API's handlers let pass instead of answering: a request that runs again,
+    # and (RedisState) a Redis error, which the middleware answers as 503 for the whole
+    # request, with nothing given back that it may not have taken.
+    passes: tuple[type[Exception], ...] = (StateMoved,)
+
     def current(self) -> None:
         """Before the operation runs, and before an answer that a step refused: what the
         steps read must be known current by then (Redis checks it with the limits)."""

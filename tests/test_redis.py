@@ -181,6 +181,87 @@ def test_a_request_takes_its_limits_in_its_first_round_trip(redis_url: str, pref
     assert len(trips) == 2
 
 
+def test_a_dropped_redis_connection_answers_503_and_gives_back_nothing_never_taken(
+    redis_url: str, prefix: str
+) -> None:
+    # The connection dies while a request's limits are taken (its deferred global place
+    # goes with the guarded step): the middleware's 503, the copy forgotten, and no
+    # release of the global place the step never took (which would take another's).
+    import redis
+
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    client = app.test_client()
+    client.post("/_mock/clock", json={"frozen": True})
+    headers = {"X-Forwarded-For": "203.0.113.7"}
+    for _ in range(2):
+        assert client.get("/api/nope", headers=headers).status_code == 404
+    client.post("/_mock/clock", json={"advance": 2})  # past the burst window
+    shared = app.extensions["cumulonimbus"].backend.shared
+    host, port = shared.wire._socket.getsockname()[:2]
+    with redis.Redis.from_url(redis_url) as raw:
+        assert raw.client_kill(f"{host}:{port}")
+    answer = client.get("/api/nope", headers=headers)
+    assert answer.status_code == 503
+    assert answer.json["code"] == "SERVICE_UNAVAILABLE_ERROR"
+    assert shared._grev == -1  # forgotten: the next request reloads everything
+    counts = [item["count"] for item in client.get("/_mock/ratelimits").json["items"]]
+    assert counts == [2]
+    assert client.get("/api/nope", headers=headers).headers["RateLimit-Remaining"] == "97"
+
+
+def test_a_timeout_after_the_guarded_step_ran_answers_503_and_counts_the_route_place(
+    redis_url: str, prefix: str
+) -> None:
+    # Redis ran the step (the route's place taken, the global one given back) but its
+    # reply never came: 503, nothing given back (the reply is unknown), and the place
+    # counts until its route window ends, when Redis expires the bucket.
+    import redis
+
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    client = app.test_client()
+    token = client.post("/api/login", json={"username": "alice", "password": "password"}).json[
+        "token"
+    ]
+    shared = app.extensions["cumulonimbus"].backend.shared
+    wire, guarded = shared.wire, app.extensions["cumulonimbus"].backend.limiter._guarded.sha
+    run = wire.run
+
+    def late(*commands: Any) -> list[Any]:
+        replies = run(*commands)
+        if any(command[:2] == ("EVALSHA", guarded) for command in commands):
+            raise redis.TimeoutError("Redis did not answer")
+        return replies
+
+    wire.run = late  # type: ignore[method-assign]
+    answer = client.get(
+        "/api/users/me/sessions/me",
+        headers={"Authorization": token, "X-Forwarded-For": "198.51.100.10"},
+    )
+    del wire.run  # the class's again: no cycle to keep the connection for the collector
+    assert answer.status_code == 503 and shared._grev == -1
+    items = client.get("/_mock/ratelimits").json["items"]
+    [place] = [item for item in items if item["ip"] == "198.51.100.10"]
+    assert place["route"] != "*" and place["count"] == 1 and place["reset"] > 0
+
+
+def test_a_redis_error_in_the_control_api_answers_503(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    client = app.test_client()
+    limiter = app.extensions["cumulonimbus"].backend.limiter
+
+    def gone(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("gone")
+
+    monkeypatch.setattr(limiter.client, "scan_iter", gone)
+    answer = client.get("/_mock/ratelimits")
+    assert answer.status_code == 503
+    assert answer.json["code"] == "SERVICE_UNAVAILABLE_ERROR"
+
+
 def test_a_round_trip_broken_by_any_exception_leaves_no_reply_for_the_next(
     redis_url: str,
 ) -> None:
