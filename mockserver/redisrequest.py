@@ -122,11 +122,17 @@ class RedisRequests:
                         else:
                             self._begin(environ)
                             body = list(app(environ, remember))
-                    finally:
+                    except redis.RedisError:
+                        raise  # answered below, without the request's writes or releases
+                    except BaseException:
                         self._end()
+                        raise
+                    self._end()
             except redis.RedisError as error:
                 # What this request changed may not have reached Redis: forget the
-                # copy, so the next request starts again from what Redis holds.
+                # copy, so the next request starts again from what Redis holds. Nothing
+                # more is asked of Redis for it (see ``passes``): what it queued (usedAt,
+                # an ahead acquire nobody claimed) is dropped, what it took counts.
                 self._forget()
                 log.error("Redis is unavailable: %s", error)
                 start_response("503 SERVICE UNAVAILABLE", list(UNAVAILABLE_HEADERS))

@@ -224,9 +224,10 @@ def test_a_timeout_after_the_guarded_step_ran_answers_503_and_counts_the_route_p
     ]
     shared = app.extensions["cumulonimbus"].backend.shared
     wire, guarded = shared.wire, app.extensions["cumulonimbus"].backend.limiter._guarded.sha
-    run = wire.run
+    run, trips = wire.run, []
 
     def late(*commands: Any) -> list[Any]:
+        trips.append(commands)
         replies = run(*commands)
         if any(command[:2] == ("EVALSHA", guarded) for command in commands):
             raise redis.TimeoutError("Redis did not answer")
@@ -239,6 +240,7 @@ def test_a_timeout_after_the_guarded_step_ran_answers_503_and_counts_the_route_p
     )
     del wire.run  # the class's again: no cycle to keep the connection for the collector
     assert answer.status_code == 503 and shared._grev == -1
+    assert trips[-1][0][:2] == ("EVALSHA", guarded)  # nothing more asked of Redis
     items = client.get("/_mock/ratelimits").json["items"]
     [place] = [item for item in items if item["ip"] == "198.51.100.10"]
     assert place["route"] != "*" and place["count"] == 1 and place["reset"] > 0
