@@ -85,7 +85,11 @@ def _spends(case: Case) -> tuple[int, int, float]:
         return 1, 0, 0.0
     if relogin := _relogin(case):
         return relogin, _SESSIONS[check][1], 0.0
-    if op.deletes_sessions and check in ("schema.status", "killswitch.staff-bypass"):
+    if op.deletes_sessions and check in (
+        "schema.status",
+        "killswitch.staff-bypass",
+        "ratelimit.literal-route",
+    ):
         return 0, 1, 0.0  # a session for the valid request to delete
     logins, scoped = _SESSIONS.get(check, (0, 0))
     return logins, scoped, 0.0

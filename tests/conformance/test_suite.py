@@ -311,6 +311,25 @@ def test_fuzzing_bulk_deletes_on_a_deployment_keeps_the_suites_own_session(
     assert sum(case["spent"].get("/login", 0) for case in cases) == 1, cases
 
 
+def test_the_literal_route_check_deletes_me_with_a_session_of_its_own_on_a_deployment(
+    mock_app: Any, tmp_path: Path
+) -> None:
+    """`DELETE /users/me/sessions/me` sent with the suite's browser session deleted it,
+    and the next case logged in again: one login of 4 per 5 minutes for nothing."""
+    report = tmp_path / "run.json"
+    result = _deployment_run(
+        mock_app,
+        tmp_path,
+        "ratelimit.literal-route-deleteSelfSession or schema.status-getSelfSessions",
+        "--cumulonimbus-json-report",
+        str(report),
+    )
+    assert result.returncode == 0, str(result)
+    cases = json.loads(report.read_text(encoding="utf-8"))["cases"]
+    assert len(cases) == 2, cases
+    assert sum(case["spent"].get("/login", 0) for case in cases) == 1, cases
+
+
 def test_a_used_up_scoped_session_window_is_not_the_default_accounts(
     mock_app: Any, tmp_path: Path
 ) -> None:
