@@ -382,6 +382,23 @@ def test_a_case_short_of_logins_lets_the_next_case_that_needs_none_go_first() ->
     assert pick(4, room=0) == 4  # past the end
 
 
+_TOKEN_WINDOWS = [
+    ("route", "/users/me/sessions", "token"),
+    ("identity", "token"),
+    ("global", "token"),
+]
+
+
+def test_server_errors_the_spec_says_are_not_counted_still_keep_the_route_burst() -> None:
+    client = _paced_client()
+    for _ in range(3):
+        sent = client.pace("GET /users/me/sessions", "t.o.k", None, path="/users/me/sessions")
+        client.learn("t.o.k", 500, route="GET /users/me/sessions", sent=sent)
+    # Counted in the global windows (as the spec says) and, as a server may, the route's.
+    sent = client.pacer._sent
+    assert [len(sent[(kind, *rest)]) for kind, *rest in _TOKEN_WINDOWS] == [3, 3, 3]
+
+
 def test_requests_refused_before_their_route_limiter_fill_the_users_global_burst() -> None:
     client = _paced_client()
     for _ in range(3):
