@@ -292,23 +292,25 @@ def test_fuzzing_login_on_a_deployment_leaves_the_login_budget_to_the_checks(
     assert "generated request(s) not sent" in result.output
 
 
+def _logins_by_case(app: Any, tmp_path: Path, selection: str) -> dict[str, int]:
+    """Logins each selected case spent in a deployment run (JSON report's `spent`)."""
+    report = tmp_path / "run.json"
+    result = _deployment_run(app, tmp_path, selection, "--cumulonimbus-json-report", str(report))
+    assert result.returncode == 0, str(result)
+    cases = json.loads(report.read_text(encoding="utf-8"))["cases"]
+    return {f"{c['check']} {c['operation']}": c["spent"].get("/login", 0) for c in cases}
+
+
 def test_fuzzing_bulk_deletes_on_a_deployment_keeps_the_suites_own_session(
     mock_app: Any, tmp_path: Path
 ) -> None:
     """Generated bulk deletes of the caller's sessions name no `me` on a deployment: the
     suite's one login serves both modes (it used to log in again 4 times)."""
-    report = tmp_path / "run.json"
-    result = _deployment_run(
-        mock_app,
-        tmp_path,
-        "fuzz.positive-deleteSelfSessions or fuzz.negative-deleteSelfSessions",
-        "--cumulonimbus-json-report",
-        str(report),
+    cases = _logins_by_case(
+        mock_app, tmp_path, "fuzz.positive-deleteSelfSessions or fuzz.negative-deleteSelfSessions"
     )
-    assert result.returncode == 0, str(result)
-    cases = json.loads(report.read_text(encoding="utf-8"))["cases"]
     assert len(cases) == 2, cases
-    assert sum(case["spent"].get("/login", 0) for case in cases) == 1, cases
+    assert sum(cases.values()) == 1, cases
 
 
 def test_the_literal_route_check_deletes_me_with_a_session_of_its_own_on_a_deployment(
@@ -316,18 +318,13 @@ def test_the_literal_route_check_deletes_me_with_a_session_of_its_own_on_a_deplo
 ) -> None:
     """`DELETE /users/me/sessions/me` sent with the suite's browser session deleted it,
     and the next case logged in again: one login of 4 per 5 minutes for nothing."""
-    report = tmp_path / "run.json"
-    result = _deployment_run(
+    cases = _logins_by_case(
         mock_app,
         tmp_path,
         "ratelimit.literal-route-deleteSelfSession or schema.status-getSelfSessions",
-        "--cumulonimbus-json-report",
-        str(report),
     )
-    assert result.returncode == 0, str(result)
-    cases = json.loads(report.read_text(encoding="utf-8"))["cases"]
     assert len(cases) == 2, cases
-    assert sum(case["spent"].get("/login", 0) for case in cases) == 1, cases
+    assert sum(cases.values()) == 1, cases
 
 
 def test_a_used_up_scoped_session_window_is_not_the_default_accounts(
