@@ -13,8 +13,10 @@ address (fresh buckets), unless a test pins one::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +37,13 @@ USER_AGENT = "cumulonimbus-conformance/1 (python-requests)"
 # A generated request that would wait longer than this for its route's budget is not
 # sent on a deployment (see `Client.budget_spent_for`).
 UNSENT_AFTER_SECONDS = 10.0
+
+
+@functools.cache
+def _template(route: str) -> re.Pattern[str]:
+    """A route template (`/users/me/sessions/{sid}`) as a pattern of the paths it routes."""
+    parts = re.split(r"(\{[^}/]+\})", route)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
 
 
 def _ips() -> Iterator[str]:
@@ -67,6 +76,7 @@ class Client:
         self.burst = (burst[0], burst[1] + 0.15)
         # Stay a little under the real limits: other clients may share them.
         self.global_limit = (max(1, global_limit[0] - 5), global_limit[1])
+        self.stated_global_limit = global_limit[0]
         # "METHOD /route/template" -> the operation's limiter, whose `route` names the
         # bucket it shares with the route's other methods.
         self.route_limits = route_limits or {}
@@ -126,6 +136,27 @@ class Client:
         bucket = limiter.bucket(path) if path else limiter.route
         return ("route-limit", bucket, self._identities(token)[0])
 
+    def _shadowing_routes(self, path: str, bucket: str) -> list[str]:
+        """The templated routes other than `bucket` that `path` also matches, where their
+        limiter does not list it as a route of its own: a server that routes by the
+        template counts it there. 5.3.0 answers `DELETE /users/me/sessions/all` with the
+        `{sid}` route and counts it in that bucket; paced only as `/all`, it let fuzzed
+        `GET /users/me/sessions/{sid}` requests after it into a burst 429. Such a path
+        keeps both burst windows: a third of a second at most, never a burst."""
+        if "{" in path:  # a template, not a concrete path
+            return []
+        trimmed = path.split("?")[0].rstrip("/") or "/"
+        found: list[str] = []
+        for limiter in self.route_limits.values():
+            if (
+                limiter.route != bucket
+                and limiter.route not in found
+                and trimmed not in limiter.literal_routes
+                and _template(limiter.route).fullmatch(trimmed)
+            ):
+                found.append(limiter.route)
+        return found
+
     def _keys(
         self, route: str, token: str | None, body: Any, path: str = ""
     ) -> list[tuple[WindowKey, int, float]]:
@@ -136,10 +167,12 @@ class Client:
         # generated GETs and the DELETE after them kept separate burst windows, and met
         # the server's burst 429 of their shared bucket.
         bucket = route if limiter is None else limiter.bucket(path) if path else limiter.route
-        keys = []
+        shadowed = path or (limiter.route if limiter is not None else "")
+        buckets = [bucket, *self._shadowing_routes(shadowed, bucket)] if shadowed else [bucket]
+        keys: list[tuple[WindowKey, int, float]] = []
         for identity in dict.fromkeys(identities):
+            keys += [(("route", name, identity), self.burst[0], self.burst[1]) for name in buckets]
             keys += [
-                (("route", bucket, identity), self.burst[0], self.burst[1]),
                 (("identity", identity), self.burst[0], self.burst[1]),
                 (("global", identity), self.global_limit[0], self.global_limit[1]),
             ]
@@ -310,8 +343,13 @@ class Client:
         # so set the limit it shows); a global-bucket answer shows the global limit.
         if str(limit) not in self._bucket_limits(limiter.route):
             return
+        # A limit only the route has shows the answer counted there, whatever the spec
+        # says of its status: 5.3.0 counts the 500 of a login with `{}` in the login
+        # bucket, and a client that did not believe it spent logins it did not know of.
+        own_limit = str(limit) != str(self.stated_global_limit)
         if (
             not standard
+            and not own_limit
             and self.passes_route_limiter is not None
             and not self.passes_route_limiter(route or "", status, code)
         ):

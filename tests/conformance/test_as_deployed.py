@@ -86,3 +86,43 @@ def test_neither_a_file_nor_a_shipped_version_is_a_usage_error(tmp_path: Path, v
     assert result.returncode == 4, str(result)
     assert f"known deviations file {value}: cannot read the file" in result.output
     assert f"(shipped lists: {VERSION})" in result.output
+
+
+def _with_login_window(tmp_path: Path, seconds: int) -> str:
+    """The spec with the login bucket's window cut to `seconds`: a deployment cannot move
+    its clock, and a check that waits for the login window must not take 5 minutes here."""
+    text = (REPO / "openapi" / "sessions.yaml").read_text(encoding="utf-8")
+    block = "route: /login\n        limit: 4\n        window: 300\n"
+    assert block in text, "the login limiter moved in openapi/sessions.yaml"
+    path = tmp_path / "sessions.yaml"
+    path.write_text(text.replace(block, block.replace("300", str(seconds))), encoding="utf-8")
+    return str(path)
+
+
+def test_on_a_deployment_the_login_burst_waits_for_room_where_empty_logins_count(
+    tmp_path: Path,
+) -> None:
+    """5.3.0 counts a login with `{}` in the login bucket (observed row 31). Sent with two
+    logins left, the burst check's series met a standard 429 at its third request (a full
+    deployment run failed so, twice); it now finds out where `{}` counts and waits."""
+    import requests
+
+    app = create_app({"PROFILE": VERSION, "SPEC_PATH": _with_login_window(tmp_path, 12)})
+    with serve(app) as base_url:
+        # Two logins of the four spent before the run (5.3.0 counts these 500s).
+        for _ in range(2):
+            spent = requests.post(f"{base_url}/login", json={}, timeout=5)
+            assert spent.headers.get("RateLimit-Limit") == "4", spent.headers
+        result = run_suite(
+            base_url,
+            tmp_path,
+            "--cumulonimbus-no-control",
+            "--cumulonimbus-username",
+            "alice",
+            "--cumulonimbus-password",
+            "password",
+            "-k",
+            "ratelimit.burst-login",
+        )
+    assert result.returncode == 0, str(result)
+    assert "0 429 answer(s) the plan did not foresee" in result.output

@@ -342,6 +342,23 @@ def test_methods_of_one_route_share_its_burst_window_even_without_a_path() -> No
     assert _delay(client, "DELETE /users/me/sessions/{sid}", "/users/me/sessions/1") > 0
 
 
+def test_a_literal_route_a_template_also_matches_keeps_that_routes_burst_window_too() -> None:
+    # 5.3.0 routes DELETE /users/me/sessions/all by the {sid} template and counts it in
+    # that bucket: fuzzed GETs of {sid} right after fuzzed delete-alls met a burst 429.
+    client = _paced_client()
+    for _ in range(3):
+        _answered(client, "DELETE /users/me/sessions/all", "/users/me/sessions/all", 200)
+    assert _delay(client, "GET /users/me/sessions/{sid}", "/users/me/sessions/1") > 0
+
+
+def test_a_path_its_limiter_lists_as_its_own_route_leaves_the_template_route_free() -> None:
+    # `me` is a bucket of its own on the service (observed rows 121-130): no shared window.
+    client = _paced_client()
+    for _ in range(3):
+        _answered(client, "GET /users/me/sessions/{sid}", "/users/me/sessions/me", 200)
+    assert _delay(client, "GET /users/me/sessions/{sid}", "/users/me/sessions/1") == 0
+
+
 def test_a_token_that_may_be_revoked_is_paced_as_anonymous_too() -> None:
     # After a delete-all, the check of the suite's browser session went as alice only,
     # while the server counted it as anonymous in a burst window already full.
