@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/cpu.py                  # a, b, login-404, c; µs per request
     .venv/bin/python benchmarks/cpu.py --profile b      # cProfile of scenario b
+    .venv/bin/python benchmarks/cpu.py --redis redis://127.0.0.1:6390/0 a   # Redis mode
 
 The app is built as ``cumulonimbus-mock`` builds it and prepared as ``benchmarks/run.py``
 prepares it (a user with one session, one with 50 from distinct addresses). Each request
@@ -50,8 +51,11 @@ class Scope:
 
 
 class Driver:
-    def __init__(self) -> None:
-        self.app = create_app({"ISSUER": "127.0.0.1", "CONTROL_HOSTS": ("127.0.0.1",)})
+    def __init__(self, redis_url: str | None = None) -> None:
+        config: dict[str, object] = {"ISSUER": "127.0.0.1", "CONTROL_HOSTS": ("127.0.0.1",)}
+        if redis_url:
+            config["REDIS_URL"] = redis_url
+        self.app = create_app(config)
         self.rsgi = WSGIOverRSGI(self.app, max_body=self.app.config["MAX_CONTENT_LENGTH"])
         self.sent = 0
         self.one, self.fifty = self._prepare()
@@ -143,12 +147,19 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--profile", choices=sorted(SCENARIOS), help="cProfile one scenario")
     parser.add_argument("--top", type=int, default=45)
+    parser.add_argument(
+        "--redis", metavar="URL", help="keep the state in this Redis (its database is flushed)"
+    )
     parser.add_argument("scenarios", nargs="*", default=["a", "b", "login", "c"])
     args = parser.parse_args()
     # The served worker freezes survivors once a second (serving._collect_garbage).
     gc.collect()
     gc.freeze()
-    driver = Driver()
+    if args.redis:
+        import redis
+
+        redis.Redis.from_url(args.redis).flushdb()
+    driver = Driver(args.redis)
     if args.profile:
         kinds = (SCENARIOS[args.profile] * args.requests)[: args.requests]
         driver.batch(kinds)
