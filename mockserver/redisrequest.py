@@ -253,7 +253,7 @@ class RedisRequests:
             commands.extend(limiter.unclaimed())
         self.journal.flush(commands)
         if commands:
-            self.wire.run(*commands)
+            self.wire.send(*commands)  # confirmed by this worker's next round trip
         if len(self._written_used) > 100_000:  # only a cache of what need not be sent
             self._written_used.clear()
         self._written_used.update(self._used)

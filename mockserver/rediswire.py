@@ -34,27 +34,38 @@ class Wire:
         self.connection = pool.connection_class(**pool.connection_kwargs)
         self._socket: socket.socket | None = None
         self._reader = hiredis.Reader()
+        # Replies to what `send` sent and nobody read yet: the next round trip reads them
+        # first, and raises an error among them as its own.
+        self._owed = 0
+
+    def send(self, *commands: tuple[Any, ...]) -> None:
+        """Send `commands` and go on without their replies (a request's last writes).
+
+        Redis runs a connection's commands in order, so whatever this worker sends next
+        finds them done, and they are on their way before the request is answered: a
+        client that hears the answer and asks another worker reaches Redis after them.
+        What is saved is a wait for the reply, with the two context switches around it,
+        on every request."""
+        self._exchange(commands, wait=False)
 
     def run(self, *commands: tuple[Any, ...]) -> list[Any]:
+        return self._exchange(commands, wait=True)
+
+    def _exchange(self, commands: tuple[tuple[Any, ...], ...], *, wait: bool) -> list[Any]:
         sock = self._socket
         try:
             if sock is None:
                 self.connection.connect()
                 sock = self._socket = self.connection._sock
                 self._reader = hiredis.Reader()
+                self._owed = 0
                 assert sock is not None
             sock.sendall(b"".join([hiredis.pack_command(command) for command in commands]))
-            replies: list[Any] = []
-            reader = self._reader
-            while len(replies) < len(commands):
-                reply = reader.gets()
-                if reply is False:
-                    data = sock.recv(65536)
-                    if not data:
-                        raise redis.ConnectionError("Redis closed the connection")
-                    reader.feed(data)
-                    continue
-                replies.append(reply)
+            if not wait:
+                self._owed += len(commands)
+                return []
+            owed, self._owed = self._owed, 0
+            replies = self._read(sock, owed + len(commands))
         except TimeoutError as error:
             self._disconnect()
             raise redis.TimeoutError(f"Redis did not answer: {error}") from error
@@ -72,15 +83,35 @@ class Wire:
             # on the socket or in the reader: the next round trip would read them as its own.
             self._disconnect()
             raise
-        for reply in replies:
+        for reply in replies[:owed]:
+            if isinstance(reply, hiredis.ReplyError):
+                # Not as its own kind: this round trip's commands did run (a NOSCRIPT here
+                # must not make the caller send them again).
+                raise redis.ResponseError(f"the previous request's writes failed: {reply}")
+        for reply in replies[owed:]:
             if isinstance(reply, hiredis.ReplyError):
                 # As redis-py raises it (NoScriptError for NOSCRIPT, say); the replies
                 # were all read, so the connection stays in step.
                 raise BaseParser.parse_error(str(reply))
+        return replies[owed:]
+
+    def _read(self, sock: socket.socket, count: int) -> list[Any]:
+        replies: list[Any] = []
+        reader = self._reader
+        while len(replies) < count:
+            reply = reader.gets()
+            if reply is False:
+                data = sock.recv(65536)
+                if not data:
+                    raise redis.ConnectionError("Redis closed the connection")
+                reader.feed(data)
+                continue
+            replies.append(reply)
         return replies
 
     def _disconnect(self) -> None:
         self._socket = None
+        self._owed = 0  # what was sent and not confirmed may or may not have happened
         self.connection.disconnect()
 
     def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:

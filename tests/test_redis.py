@@ -163,22 +163,65 @@ def test_a_request_judged_on_state_that_moved_runs_again_and_counts_as_one_mock(
 
 def test_a_request_takes_its_limits_in_its_first_round_trip(redis_url: str, prefix: str) -> None:
     # The state check, the global acquire and the route's in one script, then the writes
-    # (usedAt, the journal): two round trips for a request with a route limit.
+    # (usedAt, the journal) sent without waiting: one round trip waited for.
     app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
     client = app.test_client()
     token = client.post("/api/login", json={"username": "alice", "password": "password"}).json[
         "token"
     ]
     wire = app.extensions["cumulonimbus"].backend.shared.wire
-    trips = []
-    run = wire.run
+    trips, sent = [], []
+    run, send = wire.run, wire.send
     wire.run = lambda *commands: trips.append(commands) or run(*commands)  # type: ignore[method-assign]
+    wire.send = lambda *commands: sent.append(commands) or send(*commands)  # type: ignore[method-assign]
     answer = client.get(
         "/api/users/me/sessions/me",
         headers={"Authorization": token, "X-Forwarded-For": "198.51.100.10"},
     )
+    del wire.run, wire.send
     assert answer.status_code == 200 and answer.headers["RateLimit-Remaining"]
-    assert len(trips) == 2
+    assert len(trips) == 1
+    assert [command[0] for command in sent[0]] == ["HSET", "LPUSH", "LTRIM"]
+
+
+def test_a_requests_writes_are_in_redis_when_another_worker_is_asked_next(
+    redis_url: str, prefix: str
+) -> None:
+    # Sent without waiting, yet before the answer: a client that hears it and asks
+    # another worker finds usedAt and the journal entry there.
+    first = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}).test_client()
+    second = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}).test_client()
+    login = {"username": "alice", "password": "password"}
+    token = first.post("/api/login", json=login).json["token"]
+    first.post("/_mock/clock", json={"advance": 5})
+    for n in range(50):
+        # A new address each time: no burst window fills.
+        headers = {"Authorization": token, "X-Forwarded-For": f"198.51.100.{n + 1}"}
+        used = first.get("/api/users/me/sessions/me", headers=headers)
+        assert used.status_code == 200
+        [last] = second.get("/_mock/requests?limit=1").json["items"]
+        assert (last["ip"], last["path"]) == (headers["X-Forwarded-For"], used.request.path)
+        seen = second.get("/api/users/me/sessions/me", headers=headers)
+        assert seen.json["usedAt"] >= used.json["usedAt"]
+
+
+def test_a_failed_write_sent_without_waiting_fails_the_next_round_trip_not_its_own_commands(
+    redis_url: str,
+) -> None:
+    import redis
+
+    from mockserver.rediswire import Wire
+
+    wire = Wire(redis.Redis.from_url(redis_url))
+    wire.send(("SET", "cumulonimbus-test:wire", "x"), ("HSET", "cumulonimbus-test:wire", "a", "1"))
+    # The earlier write's error is said as such: not a NOSCRIPT of this round trip's own
+    # that the caller would answer by sending its commands again.
+    with pytest.raises(redis.ResponseError, match="the previous request's writes failed"):
+        wire.run(("ECHO", "mine"))
+    assert wire.run(("ECHO", "next")) == [b"next"]  # in step: every reply was read
+    wire.send(("DEL", "cumulonimbus-test:wire"))
+    assert wire.run(("EXISTS", "cumulonimbus-test:wire")) == [0]
+    wire.connection.disconnect()
 
 
 def test_a_dropped_redis_connection_answers_503_and_gives_back_nothing_never_taken(
