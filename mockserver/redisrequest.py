@@ -254,7 +254,10 @@ class RedisRequests:
         self.journal.flush(commands)
         if commands:
             self.wire.send(*commands)  # confirmed by this worker's next round trip
-        if len(self._written_used) > 100_000:  # only a cache of what need not be sent
+        if len(self._written_used) > 100_000 or self.wire.write_failures:
+            # Only a cache of what need not be sent again; after a refused write, a
+            # usedAt it holds may never have reached Redis.
+            self.wire.write_failures = 0
             self._written_used.clear()
         self._written_used.update(self._used)
         self._used = {}

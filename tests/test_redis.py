@@ -205,8 +205,8 @@ def test_a_requests_writes_are_in_redis_when_another_worker_is_asked_next(
         assert seen.json["usedAt"] >= used.json["usedAt"]
 
 
-def test_a_failed_write_sent_without_waiting_fails_the_next_round_trip_not_its_own_commands(
-    redis_url: str,
+def test_a_refused_write_sent_without_waiting_is_logged_and_fails_no_later_round_trip(
+    redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     import redis
 
@@ -214,14 +214,33 @@ def test_a_failed_write_sent_without_waiting_fails_the_next_round_trip_not_its_o
 
     wire = Wire(redis.Redis.from_url(redis_url))
     wire.send(("SET", "cumulonimbus-test:wire", "x"), ("HSET", "cumulonimbus-test:wire", "a", "1"))
-    # The earlier write's error is said as such: not a NOSCRIPT of this round trip's own
-    # that the caller would answer by sending its commands again.
-    with pytest.raises(redis.ResponseError, match="the previous request's writes failed"):
-        wire.run(("ECHO", "mine"))
-    assert wire.run(("ECHO", "next")) == [b"next"]  # in step: every reply was read
+    # The next round trip is another request's: its own replies, in step, and no error
+    # of its own (an earlier request's writes, already answered, are not its failure).
+    with caplog.at_level("ERROR", logger="cumulonimbus-mock"):
+        assert wire.run(("ECHO", "mine")) == [b"mine"]
+    assert "Redis refused a request's last writes: WRONGTYPE" in caplog.text
+    assert wire.write_failures == 1
     wire.send(("DEL", "cumulonimbus-test:wire"))
     assert wire.run(("EXISTS", "cumulonimbus-test:wire")) == [0]
     wire.connection.disconnect()
+
+
+def test_a_request_after_a_refused_journal_write_is_answered(redis_url: str, prefix: str) -> None:
+    # The journal's key holds a string: each request's LPUSH is refused. Every request
+    # is answered as if Redis had taken it (the log says what was lost), none is refused
+    # for another's writes, and the control API still moves the clock.
+    import redis
+
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    client = app.test_client()
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.set(f"{prefix}:journal", "not a list")
+    for n in range(4):
+        headers = {"X-Forwarded-For": f"198.51.100.{n + 1}"}
+        assert client.get("/api/", headers=headers).status_code == 200
+    before = client.get("/_mock/clock").json["now"]
+    assert client.post("/_mock/clock", json={"advance": 60}).status_code == 200
+    assert client.get("/_mock/clock").json["now"] >= before + 60
 
 
 def test_a_dropped_redis_connection_answers_503_and_gives_back_nothing_never_taken(
