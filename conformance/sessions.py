@@ -317,6 +317,14 @@ class Sessions:
         return self.client.request("GET", "/users/me/sessions/me", token=token, route=SELF_ROUTE)
 
     # Clean-up ---------------------------------------------------------------------------
+    def _sooner_one_by_one(self, bulk: Operation, keeper: Token, count: int) -> bool:
+        """Whether deleting `count` sessions one by one (another route's bucket, 3 a
+        second) ends before the bulk route's budget comes back. Scoped-session creations
+        can leave that shared bucket spent for 5 minutes at the run's end: a 5.3.0 run
+        waited 4.7 minutes after its summary to tidy up."""
+        key = self.client.bucket_key(bulk.label, keeper.value, bulk.path)
+        return count <= 50 and self.client.bucket_delay(key) > count / 3 + 1
+
     def cleanup(self) -> None:
         """Delete every session the suite created (real targets; the mock is reset)."""
         if self.target.control is not None:
@@ -332,6 +340,11 @@ class Sessions:
             except RuntimeError:
                 continue
             ids = [t.id for t in tokens if t.id != keeper.id]
+            if self._sooner_one_by_one(op, keeper, len(ids)):
+                single = self.spec.operation("deleteSelfSession")
+                for sid in ids:
+                    self.send(Call(single, account, keeper.value, path={"sid": sid}))
+                ids = []
             for start in range(0, len(ids), 50):
                 self.send(Call(op, account, keeper.value, body={"ids": ids[start : start + 50]}))
             self.client.request(
