@@ -84,15 +84,11 @@ def _room_for_the_series(ctx: Context, op: Operation, call: Call, count: int) ->
     own = (
         str(op.rate_limit.limit) if op.rate_limit.limit != ctx.spec.global_rate_limit.limit else ""
     )
-    counted_in_route = (
-        probe.headers.get("RateLimit-Skipped") != "true"
-        and probe.headers.get("RateLimit-Limit") == own
-    ) or (
-        probe.status == 429
-        and probe.headers.get("RateLimit-Reason") == "standard"
-        and probe.headers.get("RateLimit-Limit") == own
+    # Counted there, or refused by its limit (a 429 is never counted, so it says Skipped).
+    reached_route = probe.headers.get("RateLimit-Skipped") != "true" or (
+        probe.status == 429 and probe.headers.get("RateLimit-Reason") == "standard"
     )
-    if counted_in_route:
+    if reached_route and probe.headers.get("RateLimit-Limit") == own:
         ctx.client.wait_for_room(op.label, call.token, call.concrete_path(), count)
 
 

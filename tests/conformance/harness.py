@@ -39,6 +39,17 @@ def serve(app: Any) -> Iterator[str]:
         yield root + "/api"
 
 
+# The suite judging the mock as a deployment (no control API), as its demo user alice.
+DEMO_PASSWORD = "password"
+AS_DEPLOYMENT = (
+    "--cumulonimbus-no-control",
+    "--cumulonimbus-username",
+    "alice",
+    "--cumulonimbus-password",
+    DEMO_PASSWORD,
+)
+
+
 @dataclass
 class SuiteRun:
     returncode: int

@@ -14,7 +14,7 @@ import yaml
 
 from conformance.deviations import SHIPPED, shipped
 from mockserver.app import create_app
-from tests.conformance.harness import REPO, run_suite, serve
+from tests.conformance.harness import AS_DEPLOYMENT, REPO, run_suite, serve
 
 VERSION = "5.3.0"
 LISTED = SHIPPED / f"{VERSION}.yaml"
@@ -123,11 +123,7 @@ def test_on_a_deployment_the_login_burst_waits_for_room_where_empty_logins_count
         result = run_suite(
             base_url,
             tmp_path,
-            "--cumulonimbus-no-control",
-            "--cumulonimbus-username",
-            "alice",
-            "--cumulonimbus-password",
-            "password",
+            *AS_DEPLOYMENT,
             "-k",
             "ratelimit.burst-login",
         )

@@ -14,6 +14,8 @@ from werkzeug.wrappers import Response
 
 from mockserver.app import create_app
 from tests.conformance.harness import (
+    AS_DEPLOYMENT,
+    DEMO_PASSWORD,
     Broken,
     Ledger,
     Seen,
@@ -27,13 +29,7 @@ from tests.conformance.harness import (
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
 # The mock's own user, judged as a deployment so that the test knows the password.
-DEPLOYMENT = (
-    "--cumulonimbus-no-control",
-    "--cumulonimbus-username",
-    "alice",
-    "--cumulonimbus-password",
-)
-PASSWORD = "password"
+PASSWORD = DEMO_PASSWORD
 
 
 def _scoped_session_without_name(seen: Seen, response: Response, ledger: Ledger) -> None:
@@ -50,8 +46,7 @@ def _failed_scoped_session(tmp_path: Path, *extra: str) -> dict[str, str]:
         result = run_suite(
             base_url,
             tmp_path,
-            *DEPLOYMENT,
-            PASSWORD,
+            *AS_DEPLOYMENT,
             "-k",
             "schema.body-createScopedSession",
             "--junitxml",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conformance.harness import (
+    AS_DEPLOYMENT,
     REPO,
     Broken,
     body_of,
@@ -146,11 +147,7 @@ def test_paced_and_tidy_on_a_deployment(mock_app: Any, tmp_path: Path) -> None:
         result = run_suite(
             base_url,
             tmp_path,
-            "--cumulonimbus-no-control",
-            "--cumulonimbus-username",
-            "alice",
-            "--cumulonimbus-password",
-            "password",
+            *AS_DEPLOYMENT,
             "--cumulonimbus-examples",
             "3",
             "-k",
@@ -226,11 +223,7 @@ def _deployment_run(app: Any, tmp_path: Path, selection: str, *more: str) -> Any
         return run_suite(
             base_url,
             tmp_path,
-            "--cumulonimbus-no-control",
-            "--cumulonimbus-username",
-            "alice",
-            "--cumulonimbus-password",
-            "password",
+            *AS_DEPLOYMENT,
             *more,
             "-k",
             selection,
