@@ -1,7 +1,8 @@
 """A request's way through Redis mode, around the rules: how it starts (deferred, or with
 one round trip that reads the revisions), where its limits are taken with a check that
-the state it was judged on is current (``current``), how it ends (usedAt and the
-journal in one round trip), and the answer when Redis is gone. :class:`RedisRequests`
+the state it was judged on is current (``current``) and usedAt is written, how it ends
+(its journal entry left to ride with the next round trip), and the answer when Redis
+is gone. :class:`RedisRequests`
 is the half of :class:`mockserver.redisstore.RedisState` that the WSGI middleware runs;
 the other half keeps the state itself (loading, publishing, locks).
 """
@@ -85,7 +86,7 @@ class RedisRequests:
         raise NotImplementedError
 
     def middleware(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-        """WSGI middleware: sync what changed, serve, then send usedAt and the journal."""
+        """WSGI middleware: sync what changed, serve, then leave the journal entry to ride."""
 
         def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             _buffer_body(environ)  # a slow client must not hold a lock
@@ -115,7 +116,7 @@ class RedisRequests:
                                 # what the first run queued (usedAt, a journal entry).
                                 self._undefer()
                                 self._used = {}
-                                self.journal.pending = []
+                                self.journal.drop()
                                 _rewind_body(environ)
                                 self._begin(environ)
                                 body = list(app(environ, remember))
@@ -181,8 +182,16 @@ class RedisRequests:
             ],
         )
 
+    def used(self) -> list[tuple[str, str, str]]:
+        return [
+            (self._used_key(user_id), session_id, repr(used))
+            for (user_id, session_id), used in self._used.items()
+        ]
+
     def guarded(self) -> None:
         self._fresh.update(self._read)
+        self._written_used.update(self._used)  # written by the guarded step
+        self._used = {}
         self._undefer()
 
     def moved(self) -> None:
@@ -251,7 +260,7 @@ class RedisRequests:
         limiter = self.backend.limiter
         if isinstance(limiter, RedisRateLimiter):
             commands.extend(limiter.unclaimed())
-        self.journal.flush(commands)
+        self.journal.commit()  # sent with this worker's next round trip
         if commands:
             self.wire.send(*commands)  # confirmed by this worker's next round trip
         if len(self._written_used) > 100_000 or self.wire.write_failures:
@@ -268,7 +277,7 @@ class RedisRequests:
         self._revs.clear()
         self._used = {}
         self._written_used.clear()
-        self.journal.pending = []
+        self.journal.drop()
 
 
 def _unverified_sub(header: str | None) -> str | None:

@@ -10,8 +10,10 @@ There is no global lock. Each piece of state is changed atomically on its own ke
   reloads the user if another worker changed it, applies the ordinary rules and writes
   the user back in one script that checks the lock and the revision
   (:data:`COMMIT_USER`);
-- **usedAt**: one hash per user, ``session id -> time``, written at the end of a
-  request only when the time moved, so reads never rewrite a user;
+- **usedAt**: one hash per user, ``session id -> time``, written with the request's
+  limits (in the same script) only when the time moved, so reads never rewrite a user;
+- **the journal**: one list; a request's entry rides with its worker's next round trip,
+  and a reader first has every worker send what it holds (:class:`RedisJournal`);
 - **everything else** (the users list, kill switches, the signing key, the clock):
   one JSON value and a revision, changed under a global lock that only such changes
   (and the control API) take.
@@ -93,6 +95,7 @@ class RedisState(RedisRequests, SharedState):
     ) -> None:
         self.client = client
         self.wire = wire or Wire(client)
+        self.wire.rider = journal  # the journal's entries go with the next round trip
         self.backend = backend
         self.journal = journal
         self.prefix = prefix

@@ -6,12 +6,21 @@ key pattern (`glob`).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
+import os
+import secrets
 import socket
+import struct
+import threading
+import time
+import weakref
 from typing import Any
 
 import hiredis
+import orjson
 import redis
 from redis._parsers.base import BaseParser
 
@@ -42,6 +51,9 @@ class Wire:
         self._owed = 0
         # Sent writes that Redis refused, counted as the next round trip finds them.
         self.write_failures = 0
+        # Writes that go ahead of every exchange's own commands, in its one write (the
+        # journal's waiting entries: RedisJournal.take); their replies are owed.
+        self.rider: RedisJournal | None = None
 
     def send(self, *commands: tuple[Any, ...]) -> None:
         """Send `commands` and go on without their replies (a request's last writes).
@@ -64,16 +76,17 @@ class Wire:
             if sock is None:
                 self.connection.connect()
                 sock = self._socket = self.connection._sock
+                assert sock is not None
+                _kernel_timeouts(sock)
                 self._reader = hiredis.Reader()
                 self._owed = 0
-                assert sock is not None
-            sock.sendall(b"".join([hiredis.pack_command(command) for command in commands]))
+            self._write(sock, commands)
             if not wait:
                 self._owed += len(commands)
                 return []
             owed, self._owed = self._owed, 0
             replies = self._read(sock, owed + len(commands))
-        except TimeoutError as error:
+        except (TimeoutError, BlockingIOError) as error:  # BlockingIOError: _kernel_timeouts
             self._disconnect()
             raise redis.TimeoutError(f"Redis did not answer: {error}") from error
         except OSError as error:
@@ -104,6 +117,20 @@ class Wire:
                 raise BaseParser.parse_error(str(reply))
         return replies[owed:]
 
+    def _write(self, sock: socket.socket, commands: tuple[tuple[Any, ...], ...]) -> None:
+        rider = self.rider
+        if rider is None:
+            sock.sendall(b"".join([hiredis.pack_command(c) for c in commands]))
+            return
+        with rider.lock:  # held until the entries taken are in Redis's socket
+            riders = rider.take()
+            try:
+                sock.sendall(b"".join([hiredis.pack_command(c) for c in (*riders, *commands)]))
+            except BaseException:
+                rider.give_back()
+                raise
+            self._owed += len(riders)
+
     def _read(self, sock: socket.socket, count: int) -> list[Any]:
         replies: list[Any] = []
         reader = self._reader
@@ -123,7 +150,7 @@ class Wire:
         self._owed = 0  # what was sent and not confirmed may or may not have happened
         self.connection.disconnect()
 
-    def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    def script(self, script: Any, keys: list[str | bytes], args: list[Any]) -> Any:
         """``script`` (a registered :class:`redis.commands.core.Script`) by its hash,
         loaded first if Redis does not know it (a restarted Redis)."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -134,31 +161,158 @@ class Wire:
             return self.run(command)[0]
 
 
+def _kernel_timeouts(sock: socket.socket) -> None:
+    """The socket's timeout kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO; a wait that
+    runs out fails with EAGAIN), the socket itself blocking: Python polls a socket with
+    a timeout before every send and recv, two more system calls per round trip."""
+    timeout = sock.gettimeout()
+    if not timeout:
+        return
+    seconds = int(timeout)
+    timeval = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    sock.settimeout(None)
+
+
 class RedisJournal(Journal):
-    """The journal as one Redis list; entries go with the request's writes (see RedisRequests)."""
+    """The journal as one Redis list, with every worker's entries.
+
+    An entry is not sent on its own: a request's entries (``current``) wait in this
+    worker once it is answered (``commit``) and go with the worker's next round trip
+    (``ride``), which every request has anyway; an idle worker's flusher thread sends
+    them within ``IDLE`` seconds. A reader (``items``, ``clear``) first asks every worker
+    to send what waits, and waits for each to say it did (``barrier``). So no request
+    pays a write of its own for the journal, and a reader still sees every request
+    answered before it asked, whichever worker answered it.
+    """
+
+    IDLE = 0.05  # seconds an entry waits in an idle worker before its flusher sends it
+    BARRIER_TIMEOUT = 2.0  # seconds a reader waits for the other workers' flushers
+    RIDE_BYTES = 8192  # of entries going with one round trip (see ``take``)
 
     def __init__(self, client: redis.Redis, key: str, size: int) -> None:
         super().__init__(size)
         self.client = client
         self.key = key
         self.size = size
-        self.pending: list[str] = []
+        self.channel = f"{key}:flush"
+        self.current: list[bytes] = []  # the request being answered (its thread only)
+        self._waiting: list[bytes] = []  # answered requests', not sent yet
+        # Around ``_waiting``, held until what was taken from it is in Redis's socket:
+        # a flusher that finds nothing must not say so before a ride's write is there.
+        self.lock = threading.Lock()
+        self._taken: list[bytes] = []
+        self._since = 0.0  # when the oldest waiting entry was committed (monotonic)
+        self._flusher_in: int | None = None  # the process whose flusher listens
 
     def append(self, entry: dict[str, Any]) -> None:
         # Raw, as the in-memory journal keeps it (bytes as latin-1 text, named in
         # RAW_BYTES), made readable only when read: decoding every answer's body to
-        # store it cost more than sending it.
+        # store it cost more than sending it. orjson: a fifth of json's CPU here.
         raw = {k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in entry.items()}
         raw[RAW_BYTES] = [k for k, v in entry.items() if isinstance(v, bytes)]
-        self.pending.append(json.dumps(raw, default=str))
+        self.current.append(orjson.dumps(raw, default=str))
 
-    def flush(self, commands: list[tuple[Any, ...]]) -> None:
-        if self.pending:
-            commands.append(("LPUSH", self.key, *self.pending))
-            commands.append(("LTRIM", self.key, 0, self.size - 1))
-            self.pending = []
+    def drop(self) -> None:
+        """Forget the current request's entries (it runs again, or was not answered)."""
+        self.current = []
+
+    def commit(self) -> None:
+        """The current request was answered: its entries wait for the next ride."""
+        if not self.current:
+            return
+        if self._flusher_in != _process[0]:
+            self._start_flusher()  # first in this process (a forked worker has its own)
+        with self.lock:
+            if not self._waiting:
+                self._since = time.monotonic()
+            self._waiting.extend(self.current)
+            overflow = len(self._waiting) - self.size
+            if overflow > 0:
+                del self._waiting[:overflow]  # older than anything the list keeps
+        self.current = []
+
+    def take(self) -> list[tuple[Any, ...]]:
+        """The commands that send the waiting entries, for a round trip to send ahead of
+        its own. The caller holds ``lock`` until that write is done, and gives them back
+        (``give_back``) if it failed.
+
+        At most RIDE_BYTES of entries ride; the rest waits (the flusher sends an entry
+        larger than that). Redis reads 16 KB of a connection per turn of its loop, so a
+        ride is whole in Redis before a flusher's later confirmation can be read: a
+        reader told "sent" reads after it. A longer write could be read in parts, the
+        confirmation between them."""
+        waiting, self._taken = self._waiting, []
+        size = count = 0
+        for entry in waiting:
+            size += len(entry)
+            if size > self.RIDE_BYTES:
+                break
+            count += 1
+        if not count:
+            return []
+        self._taken, self._waiting = waiting[:count], waiting[count:]
+        return self._commands(self._taken)
+
+    def give_back(self) -> None:
+        self._waiting[:0] = self._taken
+        self._taken = []
+
+    def _commands(self, entries: list[bytes]) -> list[tuple[Any, ...]]:
+        return [("LPUSH", self.key, *entries), ("LTRIM", self.key, 0, self.size - 1)]
+
+    def flush(self) -> None:
+        """Send what waits now, on the client's own connection (not the request's)."""
+        with self.lock:
+            if not self._waiting:
+                return
+            pipe = self.client.pipeline(transaction=False)
+            for command in self._commands(self._waiting):
+                pipe.execute_command(*command)
+            pipe.execute()
+            self._waiting = []
+
+    def barrier(self) -> None:
+        """Every entry of a request answered before now is in Redis when this returns:
+        each worker's flusher sends what waits there and says so (or the wait ends
+        after BARRIER_TIMEOUT, said in the log)."""
+        self.flush()
+        ack = f"{self.key}:ack:{secrets.token_hex(8)}"
+        listeners = self.client.publish(self.channel, ack)
+        deadline = time.monotonic() + self.BARRIER_TIMEOUT
+        for heard in range(int(listeners)):
+            left = deadline - time.monotonic()
+            if left <= 0 or self.client.blpop([ack], timeout=max(left, 0.01)) is None:
+                log.warning(
+                    "the journal may miss entries: %d of %d workers sent theirs within %.0f s",
+                    heard,
+                    listeners,
+                    self.BARRIER_TIMEOUT,
+                )
+                break
+        self.client.delete(ack)
+
+    def _start_flusher(self) -> None:
+        # Subscribed before the first entry waits, so a reader's barrier counts this
+        # worker from then on (the confirmation is read here, once per process).
+        # On a pool of its own: the app's may be closed under it when the app goes.
+        pool = self.client.connection_pool
+        own_pool = type(pool)(pool.connection_class, **pool.connection_kwargs)
+        pubsub = redis.Redis(connection_pool=own_pool).pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.channel)
+        pubsub.get_message(timeout=5)
+        self._flusher_in = _process[0]
+        threading.Thread(
+            target=_flush_when_idle_or_asked,
+            args=(weakref.ref(self), pubsub),
+            name="journal-flusher",
+            daemon=True,
+        ).start()
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     def items(self, limit: int) -> list[dict[str, Any]]:
+        self.barrier()
         entries = []
         for item in reversed(self.client.lrange(self.key, 0, limit - 1)):
             entry = json.loads(item)
@@ -168,8 +322,60 @@ class RedisJournal(Journal):
         return entries
 
     def clear(self) -> None:
-        self.pending = []
+        self.current = []
+        self.barrier()
         self.client.delete(self.key)
+
+
+# This process, as a number a fork changes (os.getpid is a system call on every request).
+_process = [0]
+os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, _process[0] + 1))
+
+
+def _flush_when_idle_or_asked(ref: weakref.ref[RedisJournal], pubsub: Any) -> None:
+    """A worker's flusher: sends its waiting entries when a reader asks (and says so on
+    the ack list the reader named) or once the oldest has waited IDLE seconds, which
+    happens only in a worker with no request to carry them: under load it never takes
+    the journal's lock from a request. It ends with its journal (an app that is gone)."""
+    failing = False
+    while True:
+        journal = ref()
+        if journal is None:
+            pubsub.close()
+            pubsub.connection_pool.disconnect()
+            return
+        wait = journal.IDLE
+        if journal._waiting:
+            wait -= time.monotonic() - journal._since
+        del journal  # not held while waiting: the app may go
+        try:
+            message = pubsub.get_message(timeout=max(wait, 0.0)) if wait > 0 else None
+            journal = ref()
+            if journal is not None and (message is not None or wait <= 0):
+                journal.flush()
+                if message is not None:
+                    pipe = journal.client.pipeline(transaction=False)
+                    pipe.rpush(message["data"], 1)
+                    pipe.expire(message["data"], 10)
+                    pipe.execute()
+            failing = False
+        except (redis.RedisError, OSError) as error:
+            _flusher_failed(error, failing)
+            failing = True
+            threading.Event().wait(1)  # Redis is down: try again in a second
+        journal = None
+
+
+def _flusher_failed(error: Exception, said: bool) -> None:
+    if not said:
+        log.error("the journal cannot reach Redis (its entries wait, up to its size): %s", error)
+
+
+def _flush_at_exit(ref: weakref.ref[RedisJournal]) -> None:
+    journal = ref()
+    if journal is not None:
+        with contextlib.suppress(redis.RedisError):  # Redis is gone: nothing more to do
+            journal.flush()
 
 
 def glob(text: str) -> str:

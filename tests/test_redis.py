@@ -162,8 +162,8 @@ def test_a_request_judged_on_state_that_moved_runs_again_and_counts_as_one_mock(
 
 
 def test_a_request_takes_its_limits_in_its_first_round_trip(redis_url: str, prefix: str) -> None:
-    # The state check, the global acquire and the route's in one script, then the writes
-    # (usedAt, the journal) sent without waiting: one round trip waited for.
+    # The state check, usedAt, the global acquire and the route's in one script; the
+    # journal entry waits for the worker's next round trip: one round trip, no other write.
     app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
     client = app.test_client()
     token = client.post("/api/login", json={"username": "alice", "password": "password"}).json[
@@ -180,8 +180,8 @@ def test_a_request_takes_its_limits_in_its_first_round_trip(redis_url: str, pref
     )
     del wire.run, wire.send
     assert answer.status_code == 200 and answer.headers["RateLimit-Remaining"]
-    assert len(trips) == 1
-    assert [command[0] for command in sent[0]] == ["HSET", "LPUSH", "LTRIM"]
+    assert len(trips) == 1 and sent == []
+    assert [command[0] for command in trips[0]] == ["EVALSHA"]
 
 
 def test_a_requests_writes_are_in_redis_when_another_worker_is_asked_next(
@@ -369,6 +369,116 @@ def test_the_journal_in_redis_reads_as_the_one_in_memory(redis_url: str, prefix:
     assert entries[0] == entries[1]
     assert entries[0]["requestBody"] == {"username": "nobody", "password": "é"}
     assert entries[0]["responseBody"]["code"] == "INVALID_USER_ERROR"
+
+
+def _journal_of(app: Any) -> Any:
+    return app.extensions["cumulonimbus"].journal
+
+
+def test_a_reader_sees_the_entries_another_worker_still_holds(redis_url: str, prefix: str) -> None:
+    # `first` keeps its entry (its flusher would wait an hour); the reader's barrier
+    # has every worker send what it holds before the journal is read.
+    import redis
+
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    first_app, second = create_app(config), create_app(config).test_client()
+    _journal_of(first_app).IDLE = 3600
+    first = first_app.test_client()
+    assert first.get("/api/", headers={"X-Forwarded-For": "198.51.100.21"}).status_code == 200
+    with redis.Redis.from_url(redis_url) as raw:
+        assert raw.llen(f"{prefix}:journal") == 0  # no write of its own for the entry
+    [entry] = second.get("/_mock/requests").json["items"]
+    assert (entry["path"], entry["ip"]) == ("/api/", "198.51.100.21")
+
+
+def test_a_round_trip_takes_along_at_most_ride_bytes_of_entries(redis_url: str) -> None:
+    # More could reach Redis in parts, a flusher's confirmation read between them.
+    import redis
+
+    from mockserver.rediswire import RedisJournal
+
+    journal = RedisJournal(redis.Redis.from_url(redis_url), "cumulonimbus-test:ride", 100)
+    journal._waiting = [b"a" * 3000, b"b" * 3000, b"c" * 3000, b"d"]
+    [push, trim] = journal.take()
+    assert push == ("LPUSH", "cumulonimbus-test:ride", b"a" * 3000, b"b" * 3000)
+    assert trim == ("LTRIM", "cumulonimbus-test:ride", 0, 99)
+    assert journal._waiting == [b"c" * 3000, b"d"]
+    journal._waiting = [b"x" * 9000]
+    assert journal.take() == []  # larger than a ride: the flusher sends it
+    journal.give_back()  # after a failed write of nothing taken: nothing comes back twice
+    assert journal._waiting == [b"x" * 9000]
+
+
+def test_an_idle_workers_entries_reach_redis_without_a_reader(redis_url: str, prefix: str) -> None:
+    import redis
+
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    _journal_of(app).IDLE = 0.01
+    assert app.test_client().get("/api/").status_code == 200
+    with redis.Redis.from_url(redis_url) as raw:
+        for _ in range(500):  # its flusher thread, on real time: at most 5 s
+            if raw.llen(f"{prefix}:journal") == 1:
+                break
+            threading.Event().wait(0.01)
+        assert raw.llen(f"{prefix}:journal") == 1
+
+
+def test_clearing_the_journal_clears_what_other_workers_hold(redis_url: str, prefix: str) -> None:
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    first_app, second = create_app(config), create_app(config).test_client()
+    _journal_of(first_app).IDLE = 3600
+    first = first_app.test_client()
+    first.get("/api/", headers={"X-Forwarded-For": "198.51.100.22"})
+    assert second.delete("/_mock/requests").status_code == 200
+    first.get("/api/", headers={"X-Forwarded-For": "198.51.100.23"})  # takes along what waits
+    assert [e["ip"] for e in second.get("/_mock/requests").json["items"]] == ["198.51.100.23"]
+
+
+def test_a_reader_does_not_wait_long_for_a_worker_that_never_answers(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    journal = _journal_of(app)
+    journal.BARRIER_TIMEOUT = 0.2
+    with redis.Redis.from_url(redis_url) as raw:
+        stuck = raw.pubsub()
+        stuck.subscribe(journal.channel)  # a worker that hears the call and never answers
+        stuck.get_message(timeout=5)
+        with caplog.at_level("WARNING", logger="cumulonimbus-mock"):
+            assert app.test_client().get("/_mock/requests").status_code == 200
+        stuck.close()
+    assert "the journal may miss entries: 0 of 1 workers" in caplog.text
+
+
+def test_a_redis_that_stops_answering_fails_the_round_trip_at_the_socket_timeout(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    import redis
+
+    from mockserver.rediswire import Wire
+
+    port = free_port()
+    process = run_redis(port, tmp_path)
+    try:
+        wire = Wire(redis.Redis(port=port, socket_timeout=0.3))
+        assert wire.run(("PING",)) == [b"PONG"]
+        # The kernel keeps the timeout: no poll() before each send and receive.
+        assert wire._socket is not None and wire._socket.gettimeout() is None
+        process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(redis.TimeoutError, match="Redis did not answer"):
+                wire.run(("PING",))
+        finally:
+            process.send_signal(signal.SIGCONT)
+        assert wire.run(("PING",)) == [b"PONG"]  # on a new connection
+        wire.connection.disconnect()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_reset_through_one_app_resets_the_other(redis_url: str, prefix: str) -> None:
