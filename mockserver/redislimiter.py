@@ -203,20 +203,21 @@ class RedisRateLimiter:
         self._void: Ticket | None = None  # a deferred global ticket that was refused
         self._held: tuple[BucketKey, Limit, float, Any] | None = None
         self._unclaimed: list[tuple[BucketKey, Limit, float, Any]] = []
+        self._tails: dict[int, tuple[Limit, tuple[str | int, ...]]] = {}
 
     def _key(self, key: BucketKey) -> bytes:
         # orjson: every request names two buckets, and json.dumps cost ~3 us each.
         return self._prefix + orjson.dumps(key)
 
     def _args(self, now: float, limit: Limit) -> list[str | int]:
-        return [
-            repr(now),
-            limit.limit,
-            repr(float(limit.window)),
-            self.burst_limit,
-            repr(float(self.burst_window)),
-            BUCKET_SLACK_MS,
-        ]
+        # All but now are the limit's: formatted once (the limit is kept, so its id is
+        # not reused by another while it is a key here).
+        held = self._tails.get(id(limit))
+        if held is None or held[0] is not limit:
+            tail = (limit.limit, repr(float(limit.window)), self.burst_limit,
+                    repr(float(self.burst_window)), BUCKET_SLACK_MS)  # fmt: skip
+            held = self._tails[id(limit)] = (limit, tail)
+        return [repr(now), *held[1]]
 
     # An acquire sent ahead, with the request's first round trip (see RedisState._begin):
     # the pipeline's first acquire takes its answer if it is for the same bucket; one
@@ -302,6 +303,10 @@ class RedisRateLimiter:
             deferral.moved()
             raise StateMoved()
         deferral.guarded()
+        if route is not None and len(reply) > 2 and reply[2][0]:
+            # The route's passed, so the global one did (and was given back): its
+            # headers would go unused.
+            return self._ticket(route[0], route[1], now, reply[2])
         try:
             ticket.headers = self._ticket(key, limit, now, reply[1]).headers
         except RateLimited:
