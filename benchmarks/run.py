@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -198,7 +199,8 @@ def scale_out(args: argparse.Namespace, single: Server) -> str:
             f" p99 {median(a2, 'p99_us') / 1000:.2f} ms;"
             f" 2 workers/1 process: requests/s {median(a2, 'rps') / median(a1, 'rps'):.2f}x"
             f" (goal >= 0.5x), p99 {median(a2, 'p99_us') / median(a1, 'p99_us'):.2f}x"
-            " (goal <= 2x)"
+            " (goal <= 2x); wrk's connections per worker, run by run: "
+            + ", ".join("/".join(map(str, r["connections_per_process"])) or "?" for r in a2)
         )
     finally:
         workers.stop()
@@ -408,9 +410,33 @@ def measure(server: Server, scenario: str, token: str, args: argparse.Namespace,
     offset = (run * 3 + "abc".index(scenario)) * 20000
     wrk(server, scenario, token, args.warmup, args, offset)
     reset_peak(server.process.pid)
+    split: list[int] = []
+    count = threading.Timer(min(1.0, args.duration / 2), lambda: split.extend(connections(server)))
+    count.start()
     result = wrk(server, scenario, token, args.duration, args, offset + 7919)
+    count.join()
     result["peak_rss_kib"] = status_kib(server.process.pid, "VmHWM")
+    result["connections_per_process"] = split
     server.results.setdefault(scenario, []).append(result)
+
+
+def connections(server: Server) -> list[int]:
+    """wrk's connections as the server's processes hold them, most first (``ss``): with
+    workers, the kernel spreads connections at random (SO_REUSEPORT), and a worker with
+    more of them answers each later, which is the p99."""
+    port = server.base.rsplit(":", 1)[1]
+    try:
+        listing = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    counts: dict[str, int] = {}
+    for line in listing.splitlines():
+        for pid in set(re.findall(r"pid=(\d+)", line)):
+            counts[pid] = counts.get(pid, 0) + 1
+    return sorted(counts.values(), reverse=True)
 
 
 def median(results: list[dict[str, Any]], key: str) -> float:

@@ -15,6 +15,7 @@ import argparse
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,13 +59,18 @@ def measure(
     redis_pids = [redis_pid] if redis_pid else []
     run.call(server.base, "DELETE", "/_mock/ratelimits")
     mock0, redis0 = cpu_seconds(mock_pids), cpu_seconds(redis_pids)
+    split: list[int] = []
+    when = min(1.0, args.seconds / 2)
+    count = threading.Timer(when, lambda: split.extend(run.connections(server)))
+    count.start()
     result = run.wrk(server, "a", token, args.seconds, args, offset)
+    count.join()
     mock_us = (cpu_seconds(mock_pids) - mock0) / result["requests"] * 1e6
     redis_us = (cpu_seconds(redis_pids) - redis0) / result["requests"] * 1e6
     return (
         f"{result['rps']:8.0f} req/s  p99 {result['p99_us'] / 1000:6.2f} ms  CPU per request:"
         f" mock {mock_us:4.0f} us, redis-server {redis_us:4.0f} us,"
-        f" total {mock_us + redis_us:4.0f} us"
+        f" total {mock_us + redis_us:4.0f} us; connections {'/'.join(map(str, split))}"
     )
 
 
