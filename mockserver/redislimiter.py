@@ -115,8 +115,10 @@ RELEASE = BUCKET_RULES + "return release(KEYS[1], ARGV[1])"
 # it before any limiter judged), the global acquire is judged and, if it passes and a
 # route bucket is named, the route's acquire that takes over from it: {1, global,
 # [route]}, as the pipeline would have had them one by one. Where the route's passes,
-# the global acquire and its release cancel out, so the global bucket is only judged,
-# not written (nor created).
+# the global acquire and its release leave a bucket that did not exist as if it did
+# not (count 0, no window, no burst time), so one that does not exist is not created;
+# one that exists is acquired and released as before (its window closed if passed, old
+# burst times dropped, its expiry renewed).
 GUARDED = (
     BUCKET_RULES
     + """
@@ -142,7 +144,15 @@ if global[1] == 0 then return {1, global} end
 if routed then
   local r = args(from + 6)
   local route = judge(got[n + 3], r)
-  if route[1] == 1 then store(KEYS[n + 3], r, route) else store(KEYS[n + 2], g, global) end
+  if route[1] == 1 then
+    store(KEYS[n + 3], r, route)
+    if got[n + 2] then
+      store(KEYS[n + 2], g, global)
+      release(KEYS[n + 2], g[1])
+    end
+  else
+    store(KEYS[n + 2], g, global)
+  end
   return {1, global, route}
 end
 store(KEYS[n + 2], g, global)
@@ -162,9 +172,9 @@ class Guard(Protocol):
         """The usedAt the request set, to write with its limits: (hash, session, time)."""
         ...
 
-    def guarded(self) -> None:
+    def guarded(self, used_written: bool = True) -> None:
         """The guard held: the state the steps read was current when the limits were
-        taken, and ``used()`` was written."""
+        taken, and (``used_written``) ``used()`` was written with them."""
         ...
 
     def moved(self) -> None:

@@ -188,10 +188,11 @@ class RedisRequests:
             for (user_id, session_id), used in self._used.items()
         ]
 
-    def guarded(self) -> None:
+    def guarded(self, used_written: bool = True) -> None:
         self._fresh.update(self._read)
-        self._written_used.update(self._used)  # written by the guarded step
-        self._used = {}
+        if used_written:  # by the guarded step; else it is sent at the end, as before
+            self._written_used.update(self._used)
+            self._used = {}
         self._undefer()
 
     def moved(self) -> None:
@@ -213,7 +214,7 @@ class RedisRequests:
         if [(raw or b"").decode() for raw in found] != held:
             self._undefer()
             raise StateMoved()
-        self.guarded()
+        self.guarded(used_written=False)
 
     def _begin(self, environ: dict[str, Any]) -> None:
         self._fresh.clear()
@@ -260,9 +261,11 @@ class RedisRequests:
         limiter = self.backend.limiter
         if isinstance(limiter, RedisRateLimiter):
             commands.extend(limiter.unclaimed())
-        self.journal.commit()  # sent with this worker's next round trip
         if commands:
             self.wire.send(*commands)  # confirmed by this worker's next round trip
+        # Once nothing can fail the answer any more: a journal entry for a request
+        # answered 503 after all would say what the client never heard.
+        self.journal.commit()  # sent with this worker's next round trip
         if len(self._written_used) > 100_000 or self.wire.write_failures:
             # Only a cache of what need not be sent again; after a refused write, a
             # usedAt it holds may never have reached Redis.

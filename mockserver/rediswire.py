@@ -6,10 +6,10 @@ key pattern (`glob`).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
+import multiprocessing.util
 import os
 import secrets
 import socket
@@ -164,12 +164,17 @@ class Wire:
 def _kernel_timeouts(sock: socket.socket) -> None:
     """The socket's timeout kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO; a wait that
     runs out fails with EAGAIN), the socket itself blocking: Python polls a socket with
-    a timeout before every send and recv, two more system calls per round trip."""
+    a timeout before every send and recv, two more system calls per round trip. (The
+    kernel's bounds each send(), where Python's bounded the whole sendall: a peer that
+    takes one byte a second could stretch it, not stall it.)"""
     timeout = sock.gettimeout()
     if not timeout:
         return
     seconds = int(timeout)
-    timeval = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    micros = int((timeout - seconds) * 1_000_000)
+    if not seconds and not micros:
+        micros = 1  # 0 s and 0 us would mean no timeout at all
+    timeval = struct.pack("ll", seconds, micros)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
     sock.settimeout(None)
@@ -201,7 +206,11 @@ class RedisJournal(Journal):
         self.client = client
         self.key = key
         self.size = size
-        self.channel = f"{key}:flush"
+        # Pub/sub ignores the database number: the channel names it, or the flushers of
+        # a mock on another database of the same server would be counted and never
+        # answer here (their acks go to their own database).
+        database = client.connection_pool.connection_kwargs.get("db", 0)
+        self.channel = f"{key}:flush:db{database}"
         self.current: list[bytes] = []  # the request being answered (its thread only)
         self._waiting: list[bytes] = []  # answered requests', not sent yet
         # Around ``_waiting``, held until what was taken from it is in Redis's socket:
@@ -228,7 +237,10 @@ class RedisJournal(Journal):
         if not self.current:
             return
         if self._flusher_in != _process[0]:
-            self._start_flusher()  # first in this process (a forked worker has its own)
+            # First in this process (a forked worker has its own). Redis down: the
+            # entries wait and ride all the same; the next commit tries again.
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._start_flusher()
         with self.lock:
             if not self._waiting:
                 self._since = time.monotonic()
@@ -314,7 +326,11 @@ class RedisJournal(Journal):
             name="journal-flusher",
             daemon=True,
         ).start()
-        atexit.register(_flush_at_exit, weakref.ref(self))
+        # Granian's workers leave through os._exit, past atexit: multiprocessing's
+        # finalizers run there (as StateWriter's do), and at the main process's exit.
+        multiprocessing.util.Finalize(
+            self, _flush_at_exit, args=(weakref.ref(self),), exitpriority=10
+        )
 
     def items(self, limit: int) -> list[dict[str, Any]]:
         self.barrier()
@@ -340,8 +356,10 @@ os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, _process[0] +
 def _flush_when_idle_or_asked(ref: weakref.ref[RedisJournal], pubsub: Any) -> None:
     """A worker's flusher: sends its waiting entries when a reader asks (and says so on
     the ack list the reader named) or once the oldest has waited IDLE seconds, which
-    happens only in a worker with no request to carry them: under load it never takes
-    the journal's lock from a request. It ends with its journal (an app that is gone)."""
+    happens in a worker with no request to carry them (or behind an entry too large to
+    ride): under load it does not take the journal's lock from a request. A reader is
+    answered even when the entries could not be sent: waiting would not send them. It
+    ends with its journal (an app that is gone)."""
     failing = False
     while True:
         journal = ref()
@@ -354,20 +372,33 @@ def _flush_when_idle_or_asked(ref: weakref.ref[RedisJournal], pubsub: Any) -> No
             wait -= time.monotonic() - journal._since
         del journal  # not held while waiting: the app may go
         try:
-            message = pubsub.get_message(timeout=max(wait, 0.0)) if wait > 0 else None
-            journal = ref()
-            if journal is not None and (message is not None or wait <= 0):
-                journal.flush()
-                if message is not None:
-                    pipe = journal.client.pipeline(transaction=False)
-                    pipe.rpush(message["data"], 1)
-                    pipe.expire(message["data"], 10)
-                    pipe.execute()
-            failing = False
+            # Timeout 0: only what is there already (entries are due).
+            message = pubsub.get_message(timeout=max(wait, 0.0))
         except (redis.RedisError, OSError) as error:
             _flusher_failed(error, failing)
             failing = True
             threading.Event().wait(1)  # Redis is down: try again in a second
+            continue
+        journal = ref()
+        if journal is None or (message is None and wait > 0):
+            continue
+        try:
+            journal.flush()
+            failing = False
+        except redis.RedisError as error:
+            _flusher_failed(error, failing)
+            failing = True
+        try:
+            if message is not None:
+                pipe = journal.client.pipeline(transaction=False)
+                pipe.rpush(message["data"], 1)
+                pipe.expire(message["data"], 10)
+                pipe.execute()
+        except redis.RedisError as error:
+            _flusher_failed(error, failing)
+            failing = True
+        if failing:
+            threading.Event().wait(1)  # not a loop that spins on a refusing Redis
         journal = None
 
 

@@ -452,6 +452,108 @@ def test_a_reader_does_not_wait_long_for_a_worker_that_never_answers(
     assert "the journal may miss entries: 0 of 1 workers" in caplog.text
 
 
+def test_a_reader_does_not_count_a_mock_on_another_database_of_the_server(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pub/sub ignores database numbers: without the number in the channel, the other
+    # mock's flusher was counted and its answer went to its own database (2 s, a warning).
+    other = create_app({"REDIS_URL": redis_url[:-1] + "1", "REDIS_PREFIX": prefix})
+    assert other.test_client().get("/api/").status_code == 200  # its flusher listens
+    reader = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}).test_client()
+    with caplog.at_level("WARNING", logger="cumulonimbus-mock"):
+        assert reader.get("/_mock/requests").json["count"] == 0
+    assert "may miss entries" not in caplog.text
+
+
+def test_a_request_answered_503_at_its_last_write_leaves_no_journal_entry(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    # A behaviour profile's requests are not deferred: usedAt is sent at the end.
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix, "PROFILE": "5.3.0"}
+    app = create_app(config)
+    client = app.test_client()
+    token = client.post("/api/login", json={"username": "alice", "password": "password"}).json[
+        "token"
+    ]
+    client.delete("/_mock/requests")
+    wire = app.extensions["cumulonimbus"].backend.shared.wire
+
+    def broken(*commands: Any) -> None:
+        raise redis.ConnectionError("gone")
+
+    monkeypatch.setattr(wire, "send", broken)
+    answer = client.get(
+        "/api/users/me/sessions/me", headers={"Authorization": token, "X-Forwarded-For": "10.1.1.1"}
+    )
+    monkeypatch.undo()
+    assert answer.status_code == 503
+    assert client.get("/_mock/requests").json["items"] == []
+
+
+def test_a_usedat_the_guard_alone_checked_is_still_written_at_the_end(
+    redis_url: str, prefix: str
+) -> None:
+    # A deferred request answered before any limiter (no script took usedAt along): the
+    # guard's round trip alone, and usedAt still to send.
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    shared = app.extensions["cumulonimbus"].backend.shared
+    with shared._local:
+        shared._deferred, shared._used = True, {("1", "2"): 5.0}
+        shared.current()
+        assert shared._used == {("1", "2"): 5.0} and ("1", "2") not in shared._written_used
+        shared._used = {}
+
+
+def test_a_global_bucket_whose_window_passed_lists_as_one_process_shows_it(
+    redis_url: str, prefix: str
+) -> None:
+    # A route's request takes over from the global bucket; where that bucket exists, its
+    # passed window is closed as the global acquire and release in one process close it.
+    listings = []
+    for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
+        client = create_app(config).test_client()
+        client.post("/_mock/clock", json={"frozen": True})
+        ip = {"X-Forwarded-For": "198.51.100.31"}
+        client.get("/api/nope", headers=ip)  # counted in the global bucket
+        client.post("/_mock/clock", json={"advance": 59.8})
+        client.get("/api/nope", headers=ip)
+        client.post("/_mock/clock", json={"advance": 0.4})  # the window has passed
+        client.post("/api/login", json={"username": "alice", "password": "no"}, headers=ip)
+        listings.append(
+            sorted(
+                (b["route"], b["count"], round(b["reset"], 3))
+                for b in client.get("/_mock/ratelimits").json["items"]
+                if b["ip"] == ip["X-Forwarded-For"]
+            )
+        )
+    assert listings[0] == listings[1]
+    assert [count for route, count, _ in listings[0] if route == "*"] == [0]
+
+
+def test_a_forked_workers_waiting_entries_reach_redis_when_it_ends(
+    redis_url: str, prefix: str
+) -> None:
+    # Granian's workers end through os._exit, past atexit handlers.
+    import multiprocessing
+
+    import redis
+
+    app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix})
+    _journal_of(app).IDLE = 3600
+
+    def worker() -> None:
+        assert app.test_client().get("/api/").status_code == 200
+
+    child = multiprocessing.get_context("fork").Process(target=worker)
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    with redis.Redis.from_url(redis_url) as raw:
+        assert raw.llen(f"{prefix}:journal") == 1
+
+
 def test_a_redis_that_stops_answering_fails_the_round_trip_at_the_socket_timeout(
     tmp_path: Path,
 ) -> None:
