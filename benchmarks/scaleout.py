@@ -70,7 +70,7 @@ def measure(
     return (
         f"{result['rps']:8.0f} req/s  p99 {result['p99_us'] / 1000:6.2f} ms  CPU per request:"
         f" mock {mock_us:4.0f} us, redis-server {redis_us:4.0f} us,"
-        f" total {mock_us + redis_us:4.0f} us; connections {'/'.join(map(str, split))}"
+        f" total {mock_us + redis_us:4.0f} us; connections {'/'.join(map(str, split)) or '?'}"
     )
 
 

@@ -382,10 +382,12 @@ def _flush_when_idle_or_asked(ref: weakref.ref[RedisJournal], pubsub: Any) -> No
         journal = ref()
         if journal is None or (message is None and wait > 0):
             continue
+        # Anything, not only Redis's errors: a flusher that died would cost every later
+        # reader the whole barrier timeout.
         try:
             journal.flush()
             failing = False
-        except redis.RedisError as error:
+        except Exception as error:
             _flusher_failed(error, failing)
             failing = True
         try:
@@ -394,7 +396,7 @@ def _flush_when_idle_or_asked(ref: weakref.ref[RedisJournal], pubsub: Any) -> No
                 pipe.rpush(message["data"], 1)
                 pipe.expire(message["data"], 10)
                 pipe.execute()
-        except redis.RedisError as error:
+        except Exception as error:
             _flusher_failed(error, failing)
             failing = True
         if failing:
@@ -404,7 +406,11 @@ def _flush_when_idle_or_asked(ref: weakref.ref[RedisJournal], pubsub: Any) -> No
 
 def _flusher_failed(error: Exception, said: bool) -> None:
     if not said:
-        log.error("the journal cannot reach Redis (its entries wait, up to its size): %s", error)
+        log.error(
+            "the journal could not send its entries (they wait, up to its size): %s: %s",
+            type(error).__name__,
+            error,
+        )
 
 
 def _flush_at_exit(ref: weakref.ref[RedisJournal]) -> None:

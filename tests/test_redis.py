@@ -554,6 +554,26 @@ def test_a_forked_workers_waiting_entries_reach_redis_when_it_ends(
         assert raw.llen(f"{prefix}:journal") == 1
 
 
+def test_a_flusher_whose_flush_fails_still_answers_a_reader(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waiting would not send the entries; a flusher that died would cost every reader
+    # the whole timeout.
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    failing_app, reader = create_app(config), create_app(config).test_client()
+    assert failing_app.test_client().get("/api/").status_code == 200  # its flusher listens
+
+    def broken() -> None:
+        raise RuntimeError("not a Redis error")
+
+    monkeypatch.setattr(_journal_of(failing_app), "flush", broken)
+    for _ in range(2):  # the second call finds the flusher alive
+        with caplog.at_level("WARNING", logger="cumulonimbus-mock"):
+            assert reader.get("/_mock/requests").status_code == 200
+        assert "may miss entries" not in caplog.text
+    assert "could not send its entries (they wait, up to its size): RuntimeError" in caplog.text
+
+
 def test_a_redis_that_stops_answering_fails_the_round_trip_at_the_socket_timeout(
     tmp_path: Path,
 ) -> None:
