@@ -2,9 +2,9 @@
 one round trip that reads the revisions), where its limits are taken with a check that
 the state it was judged on is current (``current``) and usedAt is written, how it ends
 (its journal entry left to ride with the next round trip), and the answer when Redis
-is gone. :class:`RedisRequests`
-is the half of :class:`mockserver.redisstore.RedisState` that the WSGI middleware runs;
-the other half keeps the state itself (loading, publishing, locks).
+is gone. :class:`RedisRequests` is the half of :class:`mockserver.redisstore.RedisState`
+that the WSGI middleware runs; the other half keeps the state itself (loading,
+publishing, locks).
 """
 
 from __future__ import annotations

@@ -120,12 +120,12 @@ class Wire:
     def _write(self, sock: socket.socket, commands: tuple[tuple[Any, ...], ...]) -> None:
         rider = self.rider
         if rider is None:
-            sock.sendall(b"".join([hiredis.pack_command(c) for c in commands]))
+            sock.sendall(_packed(commands))
             return
         with rider.lock:  # held until the entries taken are in Redis's socket
             riders = rider.take()
             try:
-                sock.sendall(b"".join([hiredis.pack_command(c) for c in (*riders, *commands)]))
+                sock.sendall(_packed((*riders, *commands)))
             except BaseException:
                 rider.give_back()
                 raise
@@ -161,12 +161,17 @@ class Wire:
             return self.run(command)[0]
 
 
+def _packed(commands: tuple[tuple[Any, ...], ...]) -> bytes:
+    """Commands as one write: hiredis packs them (redis-py's packer costs more)."""
+    return b"".join([hiredis.pack_command(command) for command in commands])
+
+
 def _kernel_timeouts(sock: socket.socket) -> None:
     """The socket's timeout kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO; a wait that
     runs out fails with EAGAIN), the socket itself blocking: Python polls a socket with
     a timeout before every send and recv, two more system calls per round trip. (The
-    kernel's bounds each send(), where Python's bounded the whole sendall: a peer that
-    takes one byte a second could stretch it, not stall it.)"""
+    kernel's timeout bounds each send(), where Python's bounded the whole sendall: a
+    peer that takes one byte a second could stretch it, not stall it.)"""
     timeout = sock.gettimeout()
     if not timeout:
         return
@@ -190,11 +195,12 @@ class RedisJournal(Journal):
 
     An entry is not sent on its own: a request's entries (``current``) wait in this
     worker once it is answered (``commit``) and go with the worker's next round trip
-    (``ride``), which every request has anyway; an idle worker's flusher thread sends
-    them within ``IDLE`` seconds. A reader (``items``, ``clear``) first asks every worker
-    to send what waits, and waits for each to say it did (``barrier``). So no request
-    pays a write of its own for the journal, and a reader still sees every request
-    answered before it asked, whichever worker answered it.
+    (``take``, from :meth:`Wire._write`), which every request has anyway; an idle
+    worker's flusher thread sends them within ``IDLE`` seconds. A reader (``items``,
+    ``clear``) first asks every worker to send what waits, and waits for each to say it
+    did (``barrier``). So no request pays a write of its own for the journal, and a
+    reader still sees every request answered before it asked, whichever worker
+    answered it.
     """
 
     IDLE = 0.05  # seconds an entry waits in an idle worker before its flusher sends it

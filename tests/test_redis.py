@@ -63,6 +63,11 @@ def prefix(request: pytest.FixtureRequest) -> str:
     return f"test-{request.node.name}"
 
 
+def redis_then_memory(redis_url: str, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The configurations a test compares: state in Redis, then one process in memory."""
+    return {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}
+
+
 def test_two_apps_on_one_redis_share_users_sessions_switches_and_clock(
     redis_url: str, prefix: str
 ) -> None:
@@ -133,7 +138,7 @@ def test_a_request_judged_on_state_that_moved_runs_again_and_counts_as_one_mock(
     # ban went through `first`), so the requests run again: the buckets and the journal
     # are those of one mock in memory that saw the same calls.
     counts = []
-    for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
+    for config in redis_then_memory(redis_url, prefix):
         first = create_app(config).test_client()
         second = create_app(config).test_client() if config else first
         first.post("/_mock/clock", json={"frozen": True})
@@ -361,7 +366,7 @@ def test_a_round_trip_broken_by_any_exception_leaves_no_reply_for_the_next(
 
 def test_the_journal_in_redis_reads_as_the_one_in_memory(redis_url: str, prefix: str) -> None:
     entries = []
-    for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
+    for config in redis_then_memory(redis_url, prefix):
         client = create_app(config).test_client()
         client.post("/api/login", json={"username": "nobody", "password": "é"})
         entry = client.get("/_mock/requests").json["items"][-1]
@@ -512,7 +517,7 @@ def test_a_global_bucket_whose_window_passed_lists_as_one_process_shows_it(
     # A route's request takes over from the global bucket; where that bucket exists, its
     # passed window is closed as the global acquire and release in one process close it.
     listings = []
-    for config in ({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}, {}):
+    for config in redis_then_memory(redis_url, prefix):
         client = create_app(config).test_client()
         client.post("/_mock/clock", json={"frozen": True})
         ip = {"X-Forwarded-For": "198.51.100.31"}
